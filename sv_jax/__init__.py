@@ -1,0 +1,1 @@
+"""sv_jax: teach language models to self-verify and self-correct (the S²R recipe) in JAX."""

@@ -1,0 +1,81 @@
+"""The one entry point: `python -m sv_jax.main --config=configs/<stage>.py [--config.key=value ...]`.
+
+Bad input of any kind (a config key, a data file, a model folder, a checkpoint) ends the run with
+one line that names it and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import ConfigDict, config_flags
+
+from sv_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/rl.py.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Overrides config.workdir.")
+
+
+def _fail(message: str) -> None:
+    print(f"sv_jax: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _config_override_at_fault(key: str, argv: list[str]) -> str:
+    """The `--config.a.b=...` argument whose path contains the unknown `key`."""
+    for arg in argv[1:]:
+        name = arg.split("=", 1)[0].lstrip("-")
+        if name.startswith("config.") and key in name.split(".")[1:]:
+            return name.removeprefix("config.")
+    return key
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with every failure turned into one line."""
+    for arg in argv[1:]:
+        if arg.startswith("--config="):
+            config_file = Path(arg.split("=", 1)[1].split(":", 1)[0])
+            if not config_file.is_file():
+                _fail(f"config file {config_file} not found")
+            # so that `configs/<stage>.py` imports `configs.default` from any working directory
+            sys.path.insert(0, str(config_file.absolute().parent.parent))
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as error:  # ml_collections: an override of a key the config lacks
+        key = str(error.args[0]).strip("'\"") if error.args else ""
+        _fail(f"unknown config key {_config_override_at_fault(key, argv)!r}")
+    except flags.Error as error:
+        _fail(str(error).splitlines()[0])
+    except (OSError, SyntaxError, ImportError) as error:
+        _fail(f"cannot load the config file: {error}")
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    if config is None:
+        _fail("--config is required, e.g. --config=configs/rl.py")
+    if not isinstance(config, ConfigDict):  # ml_collections defers a file's load error to first use
+        try:
+            config.stage
+        except Exception as error:  # noqa: BLE001 - whatever the config file raised
+            _fail(f"cannot load the config file: {error}".splitlines()[0])
+    if _WORKDIR.value:
+        config.workdir = _WORKDIR.value
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models and data load from local folders only
+
+    from sv_jax import stages
+
+    try:
+        stages.run(config)
+    except UserError as error:
+        _fail(str(error))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

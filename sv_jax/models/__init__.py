@@ -1,0 +1,31 @@
+"""The Llama / Qwen2 decoder, its KV cache, and HF checkpoint import / export."""
+
+from sv_jax.models.config import ModelConfig, RopeScaling
+from sv_jax.models.decoder import (
+    Decoder,
+    KVCache,
+    Params,
+    forward,
+    init_cache,
+    init_params,
+    logical_axes,
+    param_shapes,
+)
+from sv_jax.models.hf import LoadedModel, load_hf, load_tokenizer, save_hf
+
+__all__ = [
+    "Decoder",
+    "KVCache",
+    "LoadedModel",
+    "ModelConfig",
+    "Params",
+    "RopeScaling",
+    "forward",
+    "init_cache",
+    "init_params",
+    "load_hf",
+    "load_tokenizer",
+    "logical_axes",
+    "param_shapes",
+    "save_hf",
+]

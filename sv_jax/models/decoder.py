@@ -1,0 +1,259 @@
+"""A pure-functional Llama / Qwen2 decoder in Flax linen, with an explicit KV cache.
+
+Parameters are a plain pytree (`init_params`); every one is declared with logical axis names
+(`logical_axes`), which `sv_jax.sharding` rules map onto a device mesh. The cache is a value passed
+in and returned, never hidden module state, so prefill and decode are ordinary jittable calls.
+
+Sequence layout. `segment_ids [batch, time]` marks real tokens (> 0) and padding (0); tokens attend
+only to earlier tokens of the same segment, so padded and packed batches both work. `positions`
+are the rotary positions, independent of where a token sits in the array (left padding is fine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sv_jax.models.config import ModelConfig
+from sv_jax.models.rope import apply_rotary, inverse_frequencies
+
+Params = dict[str, Any]
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of every layer for `max_len` slots; slots `< index` are filled.
+
+    keys / values: one `[batch, max_len, kv_heads, head_dim]` array per layer.
+    segment_ids: `[batch, max_len]`, 0 where a slot holds padding or nothing yet.
+    index: scalar int32, the slot the next token is written to (the same for every row).
+    """
+
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    segment_ids: jax.Array
+    index: jax.Array
+
+
+def init_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
+    """An empty cache; allocate it once per (batch, length) bucket."""
+    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
+    zeros = tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
+    return KVCache(
+        keys=zeros,
+        values=zeros,
+        segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def _init(axes: tuple[str, ...], initializer=nn.initializers.normal(0.02)):
+    return nn.with_logical_partitioning(initializer, axes)
+
+
+class RMSNorm(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", _init(("embed",), nn.initializers.ones), (x.shape[-1],), self.config.param_dtype)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.config.rms_norm_eps)
+        return scale.astype(self.config.dtype) * normed.astype(self.config.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with rotary positions; writes into and reads from a layer's cache."""
+
+    config: ModelConfig
+
+    def _projection(self, heads: int, heads_axis: str, name: str) -> nn.DenseGeneral:
+        c = self.config
+        return nn.DenseGeneral(
+            (heads, c.head_dim),
+            use_bias=c.attention_bias,
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
+            kernel_init=_init(("embed", heads_axis, "head_dim")),
+            bias_init=_init((heads_axis, "head_dim"), nn.initializers.zeros),
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(self, x, positions, mask, layer_cache, cache_index):
+        c = self.config
+        inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+        query = apply_rotary(self._projection(c.num_heads, "heads", "q")(x), positions, inv_freq)
+        key = apply_rotary(self._projection(c.num_kv_heads, "kv_heads", "k")(x), positions, inv_freq)
+        value = self._projection(c.num_kv_heads, "kv_heads", "v")(x)
+        if layer_cache is not None:
+            cached_keys, cached_values = layer_cache
+            start = (0, cache_index, 0, 0)
+            key = jax.lax.dynamic_update_slice(cached_keys, key.astype(cached_keys.dtype), start)
+            value = jax.lax.dynamic_update_slice(cached_values, value.astype(cached_values.dtype), start)
+            layer_cache = (key, value)
+        attended = jax.nn.dot_product_attention(query, key, value, mask=mask)
+        out = nn.DenseGeneral(
+            c.hidden_size,
+            axis=(-2, -1),
+            use_bias=False,
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
+            kernel_init=_init(("heads", "head_dim", "embed")),
+            name="o",
+        )(attended)
+        return out, layer_cache
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+
+        def dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+            return nn.Dense(
+                features,
+                use_bias=c.mlp_bias,
+                dtype=c.dtype,
+                param_dtype=c.param_dtype,
+                kernel_init=_init(axes),
+                bias_init=_init(axes[1:], nn.initializers.zeros),
+                name=name,
+            )
+
+        hidden = nn.silu(dense(c.intermediate_size, ("embed", "mlp"), "gate")(x))
+        hidden = hidden * dense(c.intermediate_size, ("embed", "mlp"), "up")(x)
+        return dense(c.hidden_size, ("mlp", "embed"), "down")(hidden)
+
+
+class Block(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions, mask, layer_cache, cache_index):
+        attended, layer_cache = Attention(self.config, name="attention")(
+            RMSNorm(self.config, name="attention_norm")(x), positions, mask, layer_cache, cache_index
+        )
+        x = x + attended
+        x = x + MLP(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
+        return x, layer_cache
+
+
+class Decoder(nn.Module):
+    """tokens `[batch, time]` → logits `[batch, time, vocab]` (float32), and the updated cache."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        c = self.config
+        embed = nn.Embed(
+            c.vocab_size,
+            c.hidden_size,
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
+            embedding_init=_init(("vocab", "embed")),
+            name="embed",
+        )
+        x = embed(tokens)
+        mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
+        new_keys, new_values = [], []
+        for i in range(c.num_layers):
+            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+            x, layer_cache = Block(c, name=f"layers_{i}")(x, positions, mask, layer_cache, cache_index)
+            if cache is not None:
+                new_keys.append(layer_cache[0])
+                new_values.append(layer_cache[1])
+        x = RMSNorm(c, name="final_norm")(x)
+        if c.tie_word_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = nn.DenseGeneral(
+                c.vocab_size,
+                use_bias=False,
+                dtype=c.dtype,
+                param_dtype=c.param_dtype,
+                kernel_init=_init(("embed", "vocab")),
+                name="lm_head",
+            )(x)
+        if cache is not None:
+            cache = KVCache(
+                keys=tuple(new_keys),
+                values=tuple(new_values),
+                segment_ids=key_segments,
+                index=cache_index + tokens.shape[1],
+            )
+        return logits.astype(jnp.float32), cache
+
+
+def _attention_mask(segment_ids: jax.Array, cache: KVCache | None):
+    """Mask `[batch, 1, time, keys]`: causal by slot, same segment, never padding.
+
+    Without a cache the keys are the tokens themselves; with one, they are all the cache's slots
+    after this call's tokens are written at `cache.index`.
+    """
+    time = segment_ids.shape[1]
+    if cache is None:
+        cache_index = jnp.zeros((), jnp.int32)
+        key_segments = segment_ids
+    else:
+        cache_index = cache.index
+        key_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, cache_index))
+    query_slots = cache_index + jnp.arange(time)
+    key_slots = jnp.arange(key_segments.shape[1])
+    causal = key_slots[None, :] <= query_slots[:, None]
+    same_segment = segment_ids[:, :, None] == key_segments[:, None, :]
+    mask = causal[None] & same_segment & (key_segments[:, None, :] > 0)
+    return mask[:, None], cache_index, key_segments
+
+
+def _example_inputs(batch: int = 1, time: int = 1):
+    tokens = jnp.zeros((batch, time), jnp.int32)
+    return tokens, tokens, jnp.ones_like(tokens)
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> Params:
+    """Random parameters (normal, std 0.02; norms at 1), as a plain pytree without axis metadata."""
+    boxed = Decoder(config).init(rng, *_example_inputs())["params"]
+    return nn.meta.unbox(boxed)
+
+
+def param_shapes(config: ModelConfig) -> Params:
+    """`jax.ShapeDtypeStruct` of every parameter, without allocating any."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def logical_axes(config: ModelConfig) -> Params:
+    """The pytree of `PartitionSpec`s of logical axis names ('embed', 'heads', ...) of every parameter."""
+    boxed = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), *_example_inputs())["params"])
+    return nn.get_partition_spec(boxed)
+
+
+def forward(
+    config: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    positions: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    cache: KVCache | None = None,
+) -> tuple[jax.Array, KVCache | None]:
+    """Logits `[batch, time, vocab]` for `tokens [batch, time]`; positions default to 0..time-1."""
+    if segment_ids is None:
+        segment_ids = jnp.ones_like(tokens)
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    return Decoder(config).apply({"params": params}, tokens, positions, segment_ids, cache)

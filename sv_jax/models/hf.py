@@ -1,0 +1,270 @@
+"""Hugging Face folders (`config.json`, `*.safetensors`, tokenizer files) in and out.
+
+Loading streams one tensor at a time from the shards onto the device, so the host never holds two
+copies of the model; saving writes one shard at a time into a temporary folder that replaces the
+target only once everything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from sv_jax.errors import UserError
+from sv_jax.models.config import ModelConfig
+from sv_jax.models.decoder import Params, param_shapes
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# Tensors some checkpoints carry that the model recomputes or shares.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMapping:
+    """One HF tensor and where it lives in our parameter tree.
+
+    `layout` says how the two differ: `same` (identical), `flat` (HF flattens our trailing axes,
+    as for q/k/v biases), or `linear` (HF stores `[out, in]`; we store `in` axes then `out` axes, and
+    `input_axes` says how many of ours are `in`).
+    """
+
+    hf_name: str
+    path: tuple[str, ...]
+    layout: str = "same"
+    input_axes: int = 1
+
+    def hf_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.layout == "flat":
+            return (math.prod(shape),)
+        if self.layout == "linear":
+            return (math.prod(shape[self.input_axes :]), math.prod(shape[: self.input_axes]))
+        return tuple(shape)
+
+    def to_ours(self, tensor: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return (tensor.T if self.layout == "linear" else tensor).reshape(shape)
+
+    def to_hf(self, array: np.ndarray) -> np.ndarray:
+        if self.layout == "linear":
+            return np.ascontiguousarray(array.reshape(math.prod(array.shape[: self.input_axes]), -1).T)
+        return array.reshape(self.hf_shape(array.shape))
+
+
+def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
+    """Every tensor of an HF Llama / Qwen2 checkpoint with this architecture."""
+    mappings = [TensorMapping("model.embed_tokens.weight", ("embed", "embedding"))]
+    for i in range(config.num_layers):
+        hf, ours = f"model.layers.{i}", f"layers_{i}"
+        for name in ("q", "k", "v"):
+            mappings.append(TensorMapping(f"{hf}.self_attn.{name}_proj.weight", (ours, "attention", name, "kernel"), "linear"))
+            if config.attention_bias:
+                mappings.append(TensorMapping(f"{hf}.self_attn.{name}_proj.bias", (ours, "attention", name, "bias"), "flat"))
+        mappings.append(TensorMapping(f"{hf}.self_attn.o_proj.weight", (ours, "attention", "o", "kernel"), "linear", 2))
+        for name in ("gate", "up", "down"):
+            mappings.append(TensorMapping(f"{hf}.mlp.{name}_proj.weight", (ours, "mlp", name, "kernel"), "linear"))
+            if config.mlp_bias:
+                mappings.append(TensorMapping(f"{hf}.mlp.{name}_proj.bias", (ours, "mlp", name, "bias")))
+        mappings.append(TensorMapping(f"{hf}.input_layernorm.weight", (ours, "attention_norm", "scale")))
+        mappings.append(TensorMapping(f"{hf}.post_attention_layernorm.weight", (ours, "mlp_norm", "scale")))
+    mappings.append(TensorMapping("model.norm.weight", ("final_norm", "scale")))
+    if not config.tie_word_embeddings:
+        mappings.append(TensorMapping("lm_head.weight", ("lm_head", "kernel"), "linear"))
+    return mappings
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """What a model folder holds: the architecture, the parameters, the tokenizer (if any) and the
+    full HF config dict (kept so that saving preserves keys we do not model, such as token ids)."""
+
+    config: ModelConfig
+    params: Params
+    tokenizer: Any
+    hf_config: dict[str, Any]
+
+
+def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: model folder does not exist")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"{config_file}: not found; a model folder needs an HF config.json")
+    try:
+        return json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{config_file}: unreadable: {error}") from None
+
+
+def load_hf(
+    path: str | os.PathLike,
+    dtype: str = "float32",
+    param_dtype: str | None = None,
+    shardings: Params | None = None,
+    with_tokenizer: bool = True,
+) -> LoadedModel:
+    """Reads an HF Llama / Qwen2 folder. `shardings` (a pytree of `jax.sharding.Sharding` matching
+    the parameters) places each tensor on the mesh as it is read; default: the default device."""
+    folder = Path(path)
+    hf_config = read_hf_config(folder)
+    config = ModelConfig.from_hf(hf_config, str(folder / "config.json"), dtype, param_dtype or dtype)
+    shapes = param_shapes(config)
+    expected = {m.hf_name: m for m in tensor_mappings(config)}
+    params: dict[str, Any] = {}
+    for file, tensors in _tensors_by_file(folder).items():
+        for name, tensor in tensors:
+            mapping = expected.pop(name, None)
+            if mapping is None:
+                if name.endswith(_IGNORED_SUFFIXES) or (name == "lm_head.weight" and config.tie_word_embeddings):
+                    continue
+                raise UserError(f"{file}: unexpected tensor {name!r} for a {config.family} model of this config.json")
+            target = _get(shapes, mapping.path)
+            if tuple(tensor.shape) != mapping.hf_shape(target.shape):
+                raise UserError(
+                    f"{file}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                    f"expected {mapping.hf_shape(target.shape)} from config.json"
+                )
+            array = mapping.to_ours(tensor, target.shape).astype(target.dtype)
+            sharding = _get(shardings, mapping.path) if shardings is not None else None
+            _set(params, mapping.path, jax.device_put(array, sharding))
+    if expected:
+        missing = sorted(expected)
+        raise UserError(f"{folder}: tensor {missing[0]!r} missing from the checkpoint ({len(missing)} missing in all)")
+    tokenizer = load_tokenizer(folder) if with_tokenizer else None
+    return LoadedModel(config, params, tokenizer, hf_config)
+
+
+def _tensors_by_file(folder: Path) -> dict[Path, Iterator[tuple[str, np.ndarray]]]:
+    """Shard file → its (name, tensor) pairs, read lazily, after checking that every shard exists."""
+    index_file = folder / INDEX_FILE
+    if index_file.is_file():
+        try:
+            weight_map = json.loads(index_file.read_text())["weight_map"]
+        except (OSError, json.JSONDecodeError, KeyError) as error:
+            raise UserError(f"{index_file}: unreadable shard index: {error}") from None
+        files = [folder / name for name in dict.fromkeys(weight_map.values())]
+        for file in files:
+            if not file.is_file():
+                names = [t for t, f in weight_map.items() if folder / f == file]
+                raise UserError(
+                    f"{file}: shard listed in {INDEX_FILE} is missing (holds {names[0]!r} and {len(names) - 1} more)"
+                )
+    elif (folder / SINGLE_FILE).is_file():
+        files = [folder / SINGLE_FILE]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{folder}: no *.safetensors weights found")
+    return {file: _read_tensors(file) for file in files}
+
+
+def _read_tensors(file: Path) -> Iterator[tuple[str, np.ndarray]]:
+    try:
+        with safe_open(file, framework="numpy") as handle:
+            for name in handle.keys():
+                yield name, handle.get_tensor(name)
+    except (OSError, SafetensorError) as error:
+        raise UserError(f"{file}: unreadable safetensors file: {error}") from None
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The folder's tokenizer through `transformers.AutoTokenizer` (local files only)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: no usable tokenizer files: {error}".splitlines()[0]) from None
+
+
+def save_hf(
+    path: str | os.PathLike,
+    config: ModelConfig,
+    params: Params,
+    tokenizer: Any = None,
+    hf_config: dict[str, Any] | None = None,
+    max_shard_bytes: int = 4 << 30,
+) -> None:
+    """Writes an HF folder that transformers (and vLLM) load. `hf_config` (the loaded folder's)
+    keeps keys we do not model; the architecture keys always come from `config`. On a multi-host
+    mesh every process must call this; process 0 writes."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    writer = jax.process_index() == 0
+    if writer:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    try:
+        _write_weights(tmp, config, params, max_shard_bytes, writer)
+        if writer:
+            (tmp / "config.json").write_text(json.dumps({**(hf_config or {}), **config.to_hf()}, indent=2) + "\n")
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp))
+            _replace_folder(tmp, target)
+    finally:
+        if writer:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_weights(folder: Path, config: ModelConfig, params: Params, max_shard_bytes: int, writer: bool) -> None:
+    mappings = tensor_mappings(config)
+    shards: list[list[TensorMapping]] = [[]]
+    shard_bytes = 0
+    for mapping in mappings:
+        nbytes = _get(params, mapping.path).nbytes
+        if shards[-1] and shard_bytes + nbytes > max_shard_bytes:
+            shards.append([])
+            shard_bytes = 0
+        shards[-1].append(mapping)
+        shard_bytes += nbytes
+    names = [SINGLE_FILE] if len(shards) == 1 else [
+        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
+    ]
+    weight_map = {}
+    for name, shard in zip(names, shards):
+        tensors = {m.hf_name: m.to_hf(_to_host(_get(params, m.path))) for m in shard}
+        if writer:
+            save_file(tensors, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, name))
+    if writer and len(shards) > 1:
+        total = sum(_get(params, m.path).nbytes for m in mappings)
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _to_host(array: jax.Array) -> np.ndarray:
+    if isinstance(array, jax.Array) and not array.is_fully_addressable:
+        array = multihost_utils.process_allgather(array, tiled=True)
+    return np.asarray(jax.device_get(array))
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Puts `new` at `target`; an existing `target` is removed only after `new` is in place."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _get(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value

@@ -1,0 +1,23 @@
+"""One module per stage of the recipe; `run` dispatches on `config.stage`."""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+from sv_jax.errors import UserError
+
+# Every stage of the recipe, in the order a fresh workdir needs them.
+STAGES = ("base", "data", "sft", "rl", "eval", "sample")
+# The stages this version implements: name -> module under sv_jax.stages with a `run(config)`.
+IMPLEMENTED: dict[str, str] = {}
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    stage = config.stage
+    if stage not in STAGES:
+        raise UserError(f"config key 'stage': unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    if stage not in IMPLEMENTED:
+        raise UserError(f"stage {stage!r} is not implemented yet in this version of sv_jax")
+    importlib.import_module(f"sv_jax.stages.{IMPLEMENTED[stage]}").run(config)
