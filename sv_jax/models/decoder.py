@@ -148,7 +148,10 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    """tokens `[batch, time]` → logits `[batch, time, vocab]` (float32), and the updated cache."""
+    """tokens `[batch, time]` → logits `[batch, time, vocab]` (float32), and the updated cache.
+
+    With `last_only`, logits `[batch, 1, vocab]` of the last column only.
+    """
 
     config: ModelConfig
 
@@ -159,6 +162,7 @@ class Decoder(nn.Module):
         positions: jax.Array,
         segment_ids: jax.Array,
         cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         c = self.config
         embed = nn.Embed(
@@ -178,6 +182,8 @@ class Decoder(nn.Module):
             if cache is not None:
                 new_keys.append(layer_cache[0])
                 new_values.append(layer_cache[1])
+        if last_only:  # a prefill needs the next-token logits only: skip `[batch, time, vocab]`
+            x = x[:, -1:]
         x = RMSNorm(c, name="final_norm")(x)
         if c.tie_word_embeddings:
             logits = embed.attend(x)
@@ -250,10 +256,11 @@ def forward(
     positions: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     cache: KVCache | None = None,
+    last_only: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits `[batch, time, vocab]` for `tokens [batch, time]`; positions default to 0..time-1."""
     if segment_ids is None:
         segment_ids = jnp.ones_like(tokens)
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    return Decoder(config).apply({"params": params}, tokens, positions, segment_ids, cache)
+    return Decoder(config).apply({"params": params}, tokens, positions, segment_ids, cache, last_only)

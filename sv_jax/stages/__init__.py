@@ -10,8 +10,8 @@ from sv_jax.errors import UserError
 
 # Every stage of the recipe, in the order a fresh workdir needs them.
 STAGES = ("base", "data", "sft", "rl", "eval", "sample")
-# The stages this version implements: name -> module under sv_jax.stages with a `run(config)`.
-IMPLEMENTED: dict[str, str] = {}
+# The stages this version implements, each a module `sv_jax.stages.<name>` with a `run(config)`.
+IMPLEMENTED = ("sample",)
 
 
 def run(config: ml_collections.ConfigDict) -> None:
@@ -20,4 +20,4 @@ def run(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key 'stage': unknown stage {stage!r}; known: {', '.join(STAGES)}")
     if stage not in IMPLEMENTED:
         raise UserError(f"stage {stage!r} is not implemented yet in this version of sv_jax")
-    importlib.import_module(f"sv_jax.stages.{IMPLEMENTED[stage]}").run(config)
+    importlib.import_module(f"sv_jax.stages.{stage}").run(config)

@@ -1,0 +1,260 @@
+"""Batched sampling inside one `jax.jit`: prefill the prompts, then decode over a KV cache.
+
+`generate` is the pure device program: it prefills a left-padded prompt batch once, copies the cache
+for `num_samples` samples per prompt, and runs a `lax.while_loop` that draws one token per row per
+step until every row has ended (a stop sequence such as EOS, or `max_new_tokens`). `Sampler` feeds it
+from the host: it sorts prompts by length, pads batches and prompt lengths up to a few buckets (so a
+long run compiles a handful of programs), and turns the outputs back into per-sample results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from tqdm.auto import tqdm
+
+from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache
+
+MIN_PROMPT_BUCKET = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSpec:
+    """What to draw; hashable, so each distinct spec is one static argument of the jitted program.
+
+    temperature: 0 draws greedily. top_k: keep the k likeliest tokens (0: all). top_p: keep the
+    smallest set of likeliest tokens whose probability reaches p (1: all).
+    stop_sequences: token-id sequences that end a row when generated (EOS is one of length 1); the
+    stop tokens are part of the output.
+    vocab_size: ids at or above it are never drawn (checkpoints pad the embedding past the tokenizer).
+    """
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    stop_sequences: tuple[tuple[int, ...], ...] = ()
+    vocab_size: int | None = None
+
+
+@flax.struct.dataclass
+class SampleOutput:
+    """tokens / logprobs: `[rows, max_new_tokens]`, zero after a row's end. lengths: `[rows]`.
+
+    Row `i * num_samples + j` is sample j of prompt i. `logprobs` are the log-probabilities of the
+    drawn tokens under the temperature-scaled, untruncated distribution (the policy's, for RL).
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    lengths: jax.Array
+
+
+def truncate_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
+    """Sets to -inf every logit outside the top-k, then outside the top-p nucleus. `[rows, vocab]`."""
+    if top_k > 0:
+        kth_largest = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
+    if top_p < 1.0:
+        descending = -jnp.sort(-logits, axis=-1)
+        probs = jax.nn.softmax(descending, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        kept = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)
+        threshold = jnp.take_along_axis(descending, kept - 1, axis=-1)
+        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return logits
+
+
+def choose_tokens(logits: jax.Array, rng: jax.Array, spec: SamplingSpec) -> tuple[jax.Array, jax.Array]:
+    """Draws one token per row from `logits [rows, vocab]`; returns tokens and their log-probs `[rows]`."""
+    if spec.vocab_size is not None and spec.vocab_size < logits.shape[-1]:
+        logits = jnp.where(jnp.arange(logits.shape[-1]) < spec.vocab_size, logits, -jnp.inf)
+    if spec.temperature > 0:
+        logits = logits / spec.temperature
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    if spec.temperature > 0:
+        tokens = jax.random.categorical(rng, truncate_logits(logits, spec.top_k, spec.top_p), axis=-1)
+    else:
+        tokens = jnp.argmax(logits, axis=-1)
+    return tokens.astype(jnp.int32), jnp.take_along_axis(log_probs, tokens[:, None], axis=-1)[:, 0]
+
+
+def _ends_with_stop(recent: jax.Array, stop_sequences: tuple[tuple[int, ...], ...]) -> jax.Array:
+    """Whether the row's most recent tokens `[rows, window]` end with any stop sequence."""
+    ended = jnp.zeros(recent.shape[0], bool)
+    for stop in stop_sequences:
+        ended |= jnp.all(recent[:, recent.shape[1] - len(stop) :] == jnp.asarray(stop), axis=-1)
+    return ended
+
+
+def generate(
+    config: ModelConfig,
+    params: Params,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    rng: jax.Array,
+    spec: SamplingSpec,
+    num_samples: int = 1,
+) -> SampleOutput:
+    """Samples `num_samples` continuations of each left-padded prompt.
+
+    prompt_tokens, prompt_mask: `[prompts, prompt_len]`, mask 1 on real tokens (each row has one).
+    """
+    prompts, prompt_len = prompt_tokens.shape
+    positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
+    cache = init_cache(config, prompts, prompt_len + spec.max_new_tokens)
+    logits, cache = forward(config, params, prompt_tokens, positions, prompt_mask.astype(jnp.int32), cache, True)
+
+    def per_sample(x: jax.Array) -> jax.Array:
+        return jnp.repeat(x, num_samples, axis=0)
+
+    cache = KVCache(
+        keys=tuple(map(per_sample, cache.keys)),
+        values=tuple(map(per_sample, cache.values)),
+        segment_ids=per_sample(cache.segment_ids),
+        index=cache.index,
+    )
+    rows = prompts * num_samples
+    next_positions = per_sample(positions[:, -1] + 1)
+    rng, first_rng = jax.random.split(rng)
+    token, logprob = choose_tokens(per_sample(logits[:, -1]), first_rng, spec)
+    window = max((len(s) for s in spec.stop_sequences), default=1)
+
+    def keep_going(state):
+        step, *_, ended, _ = state
+        return (step < spec.max_new_tokens) & ~jnp.all(ended)
+
+    def decode_step(state):
+        step, tokens, logprobs, lengths, cache, token, logprob, recent, ended, rng = state
+        tokens = tokens.at[:, step].set(jnp.where(ended, 0, token))
+        logprobs = logprobs.at[:, step].set(jnp.where(ended, 0.0, logprob))
+        lengths = lengths + ~ended
+        recent = jnp.concatenate([recent[:, 1:], token[:, None]], axis=1)
+        ended = ended | _ends_with_stop(recent, spec.stop_sequences)
+        logits, cache = forward(config, params, token[:, None], next_positions[:, None] + step,
+                                jnp.ones((rows, 1), jnp.int32), cache)
+        rng, step_rng = jax.random.split(rng)
+        token, logprob = choose_tokens(logits[:, 0], step_rng, spec)
+        return step + 1, tokens, logprobs, lengths, cache, token, logprob, recent, ended, rng
+
+    state = (
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((rows, spec.max_new_tokens), jnp.int32),
+        jnp.zeros((rows, spec.max_new_tokens), jnp.float32),
+        jnp.zeros((rows,), jnp.int32),
+        cache,
+        token,
+        logprob,
+        jnp.full((rows, window), -1, jnp.int32),
+        jnp.zeros((rows,), bool),
+        rng,
+    )
+    _, tokens, logprobs, lengths, *_ = jax.lax.while_loop(keep_going, decode_step, state)
+    return SampleOutput(tokens, logprobs, lengths)
+
+
+@dataclasses.dataclass
+class Sample:
+    """One sampled continuation, back on the host."""
+
+    prompt_index: int
+    sample_index: int
+    token_ids: list[int]
+    logprob: float  # sum over its tokens
+    token_logprobs: list[float]
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+class Sampler:
+    """Samples a model over many prompts with few compiled programs.
+
+    Prompts are sorted by length and cut into batches of `batch_size`; a batch's prompt length is
+    padded up to a power of two (at least 16) and a short last batch up to a power of two, so the
+    number of programs is about log2(longest prompt) × log2(batch_size) per spec at most.
+    `compilations` counts the programs traced so far.
+    """
+
+    def __init__(self, config: ModelConfig, params: Params, batch_size: int = 64):
+        self.config = config
+        self.params = params
+        self.batch_size = batch_size
+        self.compilations = 0
+        self._generate = jax.jit(self._traced_generate, static_argnames=("spec", "num_samples"))
+
+    def _traced_generate(self, params, prompt_tokens, prompt_mask, rng, spec, num_samples):
+        self.compilations += 1  # runs only while tracing, i.e. once per compiled program
+        logging.info("sampler: compiling program %d for prompts %s, %d samples each, %s",
+                     self.compilations, prompt_tokens.shape, num_samples, spec)
+        return generate(self.config, params, prompt_tokens, prompt_mask, rng, spec, num_samples)
+
+    def sample(
+        self,
+        prompts: Sequence[Sequence[int]],
+        spec: SamplingSpec,
+        num_samples: int = 1,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> list[list[Sample]]:
+        """`num_samples` samples of every prompt (token ids), in input order: result[prompt][sample]."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        results: list[list[Sample]] = [[] for _ in prompts]
+        bar = tqdm(total=len(prompts) * num_samples, unit="sample", disable=not progress, desc="sampling")
+        new_tokens, start = 0, time.perf_counter()
+        key = jax.random.key(seed)
+        pending = [
+            (batch, self._dispatch([prompts[i] for i in batch], spec, num_samples, jax.random.fold_in(key, n)))
+            for n, batch in enumerate(batches)
+        ]  # every batch is queued before the first is fetched: the device never waits for the host
+        for batch, output in pending:
+            tokens, logprobs, lengths = jax.device_get((output.tokens, output.logprobs, output.lengths))
+            for row, (prompt_index, sample_index) in enumerate(
+                (p, s) for p in batch for s in range(num_samples)
+            ):
+                length = int(lengths[row])
+                results[prompt_index].append(
+                    Sample(prompt_index, sample_index, tokens[row, :length].tolist(),
+                           float(logprobs[row, :length].sum()), logprobs[row, :length].tolist())
+                )
+            new_tokens += int(lengths[: len(batch) * num_samples].sum())
+            bar.update(len(batch) * num_samples)
+            bar.set_postfix(tokens_per_s=f"{new_tokens / (time.perf_counter() - start):.0f}")
+        bar.close()
+        return results
+
+    def _dispatch(self, prompts: list[Sequence[int]], spec: SamplingSpec, num_samples: int, rng) -> SampleOutput:
+        """Pads one batch to its buckets and launches it (asynchronously)."""
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("empty prompt: every prompt needs at least one token")
+        rows = min(_next_power_of_two(len(prompts)), _next_power_of_two(self.batch_size))
+        length = max(MIN_PROMPT_BUCKET, _next_power_of_two(max(map(len, prompts))))
+        tokens = np.zeros((rows, length), np.int32)
+        mask = np.zeros((rows, length), np.int32)
+        mask[len(prompts) :, -1] = 1  # filler rows hold one token so that every row is well-defined
+        for row, prompt in enumerate(prompts):
+            tokens[row, length - len(prompt) :] = prompt
+            mask[row, length - len(prompt) :] = 1
+        return self._generate(self.params, tokens, mask, rng, spec=spec, num_samples=num_samples)
+
+
+def stop_sequences_for(tokenizer: Any, stop_strings: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+    """Token sequences that end a row: EOS, and each stop string as the tokenizer writes it (with and
+    without a leading space, the two ways it appears mid-text for BPE tokenizers)."""
+    sequences = {(tokenizer.eos_token_id,)} if tokenizer.eos_token_id is not None else set()
+    for text in stop_strings:
+        for variant in (text, " " + text):
+            ids = tuple(tokenizer.encode(variant, add_special_tokens=False))
+            if ids:
+                sequences.add(ids)
+    return tuple(sorted(sequences))
+

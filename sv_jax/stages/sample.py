@@ -1,0 +1,57 @@
+"""Stage `sample`: K completions per prompt of a JSONL file, in input order, to workdir/samples.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+from absl import logging
+
+from sv_jax.errors import UserError
+from sv_jax.io import read_jsonl, write_jsonl
+from sv_jax.models import load_hf
+from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    settings = config.sample
+    if not config.model.path:
+        raise UserError("config key 'model.path' is empty: set it to a local HF model folder")
+    if not settings.input:
+        raise UserError("config key 'sample.input' is empty: set it to a JSONL file of prompts or questions")
+    records = read_jsonl(settings.input, any_of=("prompt", "question"))
+    try:
+        prompts = [r["prompt"] if "prompt" in r else settings.question_template.format(question=r["question"])
+                   for r in records]
+    except (KeyError, IndexError) as error:
+        raise UserError(f"config key 'sample.question_template': no field {error} to fill; use {{question}}") from None
+
+    model = load_hf(config.model.path, config.model.dtype, config.model.param_dtype)
+    tokenizer = model.tokenizer
+    spec = SamplingSpec(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        stop_sequences=stop_sequences_for(tokenizer, tuple(settings.stop)),
+        vocab_size=len(tokenizer),
+    )
+    sampler = Sampler(model.config, model.params, batch_size=settings.batch_size)
+    samples = sampler.sample(
+        [tokenizer.encode(p) for p in prompts], spec, settings.num_samples, settings.seed, progress=True
+    )
+    logging.info("sample: %d programs compiled", sampler.compilations)
+
+    output = Path(config.workdir) / "samples.jsonl"
+    write_jsonl(output, (
+        {
+            "prompt": prompt,
+            "sample_index": sample.sample_index,
+            "completion": tokenizer.decode(sample.token_ids, skip_special_tokens=True),
+            "token_ids": sample.token_ids,
+            "logprob": sample.logprob,
+        }
+        for prompt, prompt_samples in zip(prompts, samples)
+        for sample in prompt_samples
+    ))
+    print(f"sample: wrote {sum(map(len, samples))} samples of {len(prompts)} prompts to {output}")

@@ -1,0 +1,149 @@
+"""The sampler against transformers' generate, a teacher-forced forward, and the softmax it samples."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from sv_jax.models import ModelConfig, forward, init_params, load_hf
+from sv_jax.sampling import Sampler, SamplingSpec, choose_tokens, stop_sequences_for
+
+PROMPTS = [[5, 17, 3, 9, 44, 2, 8, 11, 30, 7], [12, 6, 40], [3, 3, 19, 21, 50, 1], [9]]
+NEW_TOKENS = 12
+
+
+def hf_greedy(folder, prompt, new_tokens):
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False,
+            eos_token_id=None, pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_greedy_equals_transformers_generate(family, qwen2_folder, llama_folder):
+    folder = qwen2_folder if family == "qwen2" else llama_folder
+    model = load_hf(folder, with_tokenizer=False)
+    samples = Sampler(model.config, model.params, batch_size=4).sample(
+        PROMPTS, SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=0.0)
+    )
+    for prompt, (sample,) in zip(PROMPTS, samples):
+        assert sample.token_ids == hf_greedy(folder, prompt, NEW_TOKENS)
+
+
+def teacher_forced_logprobs(config, params, sequences, temperature):
+    """log-probs of each sequence's completion under one forward over the right-padded batch."""
+    length = max(len(p) + len(c) for p, c in sequences)
+    tokens = np.zeros((len(sequences), length), np.int32)
+    segment_ids = np.zeros_like(tokens)
+    for row, (prompt, completion) in enumerate(sequences):
+        tokens[row, : len(prompt) + len(completion)] = prompt + completion
+        segment_ids[row, : len(prompt) + len(completion)] = 1
+    logits, _ = forward(config, params, tokens, segment_ids=segment_ids)
+    log_probs = np.asarray(jax.nn.log_softmax(np.asarray(logits) / temperature, axis=-1))
+    return [
+        log_probs[row, np.arange(len(prompt) - 1, len(prompt) + len(completion) - 1), completion]
+        for row, (prompt, completion) in enumerate(sequences)
+    ]
+
+
+def test_logprobs_equal_teacher_forced_forward(qwen2_folder):
+    model = load_hf(qwen2_folder, with_tokenizer=False)
+    spec = SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=0.8, top_k=20, top_p=0.9)
+    samples = Sampler(model.config, model.params, batch_size=2).sample(PROMPTS, spec, num_samples=3, seed=1)
+    assert all([s.sample_index for s in row] == [0, 1, 2] for row in samples)
+    flat = [(prompt, sample) for prompt, row in zip(PROMPTS, samples) for sample in row]
+    expected = teacher_forced_logprobs(model.config, model.params, [(p, s.token_ids) for p, s in flat], 0.8)
+    for (_, sample), reference in zip(flat, expected):
+        np.testing.assert_allclose(sample.token_logprobs, reference, atol=1e-4)
+        assert sample.logprob == pytest.approx(float(np.sum(reference)), abs=1e-3)
+
+
+def test_fixed_seed_reproduces_and_another_seed_differs(qwen2_folder):
+    model = load_hf(qwen2_folder, with_tokenizer=False)
+    sampler = Sampler(model.config, model.params, batch_size=4)
+    spec = SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=1.0)
+    ids = lambda seed: [[s.token_ids for s in row] for row in sampler.sample(PROMPTS, spec, 2, seed=seed)]
+    assert ids(7) == ids(7)
+    assert ids(7) != ids(8)
+
+
+def truncated_softmax(logits, temperature, top_k, top_p):
+    """NumPy reference: temperature, then the top-k tokens, then the smallest nucleus reaching top_p."""
+    scaled = logits / temperature
+    order = np.argsort(-scaled)[:top_k]
+    probs = np.exp(scaled[order] - scaled[order].max())
+    probs /= probs.sum()
+    mass_before = np.cumsum(probs) - probs
+    kept = order[mass_before < top_p]
+    expected = np.zeros_like(logits)
+    expected[kept] = np.exp(scaled[kept] - scaled[kept].max())
+    return expected / expected.sum()
+
+
+def test_sampled_frequencies_match_truncated_softmax():
+    """First tokens of 6000 samples of one prompt on a toy model, against the exact distribution.
+
+    With 6000 draws a frequency's standard error is at most 0.0065; the tolerance 0.03 is over four of
+    them, and a token outside the top-k / top-p set must never appear.
+    """
+    config = ModelConfig(family="llama", vocab_size=24, hidden_size=32, intermediate_size=48, num_layers=2,
+                         num_heads=4, num_kv_heads=2, head_dim=8)
+    params = init_params(config, jax.random.key(0))
+    params["embed"]["embedding"] *= 20  # spread the logits so that truncation matters
+    prompt = [3, 1, 4]
+    logits, _ = forward(config, params, np.array([prompt], np.int32))
+    for top_k, top_p in [(6, 1.0), (0, 0.7), (8, 0.8)]:
+        spec = SamplingSpec(max_new_tokens=1, temperature=0.7, top_k=top_k or config.vocab_size, top_p=top_p)
+        (samples,) = Sampler(config, params, batch_size=1).sample([prompt], spec, num_samples=6000, seed=3)
+        counts = np.bincount([s.token_ids[0] for s in samples], minlength=config.vocab_size)
+        expected = truncated_softmax(np.asarray(logits[0, -1]), 0.7, top_k or config.vocab_size, top_p)
+        assert np.all(counts[expected == 0] == 0)
+        assert np.max(np.abs(counts / counts.sum() - expected)) < 0.03
+        assert 2 <= np.count_nonzero(expected) < config.vocab_size  # the case does truncate
+
+
+def test_tokens_past_the_tokenizer_vocabulary_are_never_drawn():
+    logits = np.zeros((2000, 10), np.float32)
+    logits[:, 8:] = 5.0  # the padded ids are the likeliest
+    tokens, _ = choose_tokens(logits, jax.random.key(0), SamplingSpec(max_new_tokens=1, vocab_size=8))
+    assert np.asarray(tokens).max() < 8
+
+
+def test_compilations_bounded_by_buckets(qwen2_folder):
+    model = load_hf(qwen2_folder, with_tokenizer=False)
+    sampler = Sampler(model.config, model.params, batch_size=8)
+    spec = SamplingSpec(max_new_tokens=4, temperature=0.0)
+    prompts = [[(7 * i + j) % 300 + 1 for j in range(i % 40 + 1)] for i in range(60)]
+    sampler.sample(prompts, spec)
+    # prompt buckets 16, 32, 64; batch bucket 8, and 4 for the last batch of 60 = 7 * 8 + 4
+    assert sampler.compilations <= 4
+    first = sampler.compilations
+    sampler.sample(prompts[::-1], spec)
+    sampler.sample(prompts[:13], spec)
+    assert sampler.compilations == first
+
+
+def test_rows_stop_at_a_stop_sequence_and_eos(qwen2_folder):
+    model = load_hf(qwen2_folder)
+    sampler = Sampler(model.config, model.params, batch_size=4)
+    (free,) = sampler.sample([PROMPTS[0]], SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=0.0))[0]
+    stop = tuple(free.token_ids[3:5])
+    eos = free.token_ids[2]
+    stopped = sampler.sample([PROMPTS[0]], SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=0.0,
+                                                        stop_sequences=(stop,)))[0][0]
+    expected_end = next(i + 2 for i in range(NEW_TOKENS - 1) if tuple(free.token_ids[i : i + 2]) == stop)
+    assert stopped.token_ids == free.token_ids[:expected_end]
+    at_eos = sampler.sample([PROMPTS[0]], SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=0.0,
+                                                       stop_sequences=((eos,),)))[0][0]
+    assert at_eos.token_ids == free.token_ids[: free.token_ids.index(eos) + 1]
+
+
+def test_stop_strings_become_token_sequences(qwen2_folder):
+    tokenizer = load_hf(qwen2_folder).tokenizer
+    sequences = stop_sequences_for(tokenizer, ["the answer is correct ."])
+    assert (tokenizer.eos_token_id,) in sequences
+    assert tuple(tokenizer.encode(" the answer is correct .", add_special_tokens=False)) in sequences
