@@ -72,6 +72,30 @@ def truncate_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
     return logits
 
 
+def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array, block: int = 256) -> jax.Array:
+    """One draw per row of `softmax(logits) [rows, vocab]` from a single uniform number per row.
+
+    `jax.random.categorical` draws a Gumbel number per vocabulary entry and `jnp.cumsum` over the
+    vocabulary lowers to a windowed reduction; on CPU either costs more than the model's decode step.
+    So: cumulative mass over blocks of `block` tokens, pick the block the uniform falls in, then the
+    token inside that block. A zero-probability token is never the first to pass the uniform.
+    """
+    rows, vocab = logits.shape
+    blocks = -(-vocab // block)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = jnp.pad(probs, ((0, 0), (0, blocks * block - vocab))).reshape(rows, blocks, block)
+    block_mass = probs.sum(axis=-1)
+    mass_through = jnp.cumsum(block_mass, axis=-1)
+    uniform = jax.random.uniform(rng, (rows, 1)) * mass_through[:, -1:]
+    chosen = jnp.argmax(mass_through > uniform, axis=-1)[:, None]
+    within = jnp.take_along_axis(probs, chosen[:, :, None], axis=1)[:, 0]  # [rows, block]
+    mass_within = jnp.cumsum(within, axis=-1)
+    # the uniform's place inside the block, kept below the block's total against rounding
+    remaining = uniform - (jnp.take_along_axis(mass_through - block_mass, chosen, axis=-1))
+    remaining = jnp.minimum(remaining, mass_within[:, -1:] * (1 - 1e-6))
+    return chosen[:, 0] * block + jnp.argmax(mass_within > remaining, axis=-1)
+
+
 def choose_tokens(logits: jax.Array, rng: jax.Array, spec: SamplingSpec) -> tuple[jax.Array, jax.Array]:
     """Draws one token per row from `logits [rows, vocab]`; returns tokens and their log-probs `[rows]`."""
     if spec.vocab_size is not None and spec.vocab_size < logits.shape[-1]:
@@ -80,7 +104,7 @@ def choose_tokens(logits: jax.Array, rng: jax.Array, spec: SamplingSpec) -> tupl
         logits = logits / spec.temperature
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     if spec.temperature > 0:
-        tokens = jax.random.categorical(rng, truncate_logits(logits, spec.top_k, spec.top_p), axis=-1)
+        tokens = _inverse_cdf_draw(truncate_logits(logits, spec.top_k, spec.top_p), rng)
     else:
         tokens = jnp.argmax(logits, axis=-1)
     return tokens.astype(jnp.int32), jnp.take_along_axis(log_probs, tokens[:, None], axis=-1)[:, 0]

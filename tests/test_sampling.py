@@ -147,3 +147,17 @@ def test_stop_strings_become_token_sequences(qwen2_folder):
     sequences = stop_sequences_for(tokenizer, ["the answer is correct ."])
     assert (tokenizer.eos_token_id,) in sequences
     assert tuple(tokenizer.encode(" the answer is correct .", add_special_tokens=False)) in sequences
+
+
+def test_draws_over_a_large_vocabulary_follow_the_softmax():
+    """The two-level draw across many 256-token blocks: 40000 draws from one fixed distribution."""
+    rng = np.random.default_rng(0)
+    logits = np.full(1000, -np.inf, np.float32)
+    support = rng.choice(1000, size=12, replace=False)  # spread over several blocks
+    logits[support] = rng.normal(size=12) * 2
+    tokens, _ = choose_tokens(np.tile(logits, (40000, 1)), jax.random.key(5), SamplingSpec(max_new_tokens=1))
+    counts = np.bincount(np.asarray(tokens), minlength=1000)
+    expected = np.exp(logits - logits[support].max())
+    expected /= expected.sum()
+    assert set(np.flatnonzero(counts)) <= set(support)
+    assert np.max(np.abs(counts / counts.sum() - expected)) < 0.015  # standard error at most 0.0025

@@ -28,7 +28,8 @@ Params = dict[str, Any]
 class KVCache:
     """Keys and values of every layer for `max_len` slots; slots `< index` are filled.
 
-    keys / values: one `[batch, max_len, kv_heads, head_dim]` array per layer.
+    keys / values: one `[batch, kv_heads, max_len, head_dim]` array per layer (head-major, so that a
+      decode step reads each head's keys contiguously).
     segment_ids: `[batch, max_len]`, 0 where a slot holds padding or nothing yet.
     index: scalar int32, the slot the next token is written to (the same for every row).
     """
@@ -41,11 +42,10 @@ class KVCache:
 
 def init_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
     """An empty cache; allocate it once per (batch, length) bucket."""
-    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
-    zeros = tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
+    shape = (batch, config.num_kv_heads, max_len, config.head_dim)
     return KVCache(
-        keys=zeros,
-        values=zeros,
+        keys=tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers)),
+        values=tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers)),
         segment_ids=jnp.zeros((batch, max_len), jnp.int32),
         index=jnp.zeros((), jnp.int32),
     )
@@ -64,6 +64,29 @@ class RMSNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.config.rms_norm_eps)
         return scale.astype(self.config.dtype) * normed.astype(self.config.dtype)
+
+
+def attention(query: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax attention of `query [batch, time, heads, head_dim]` over `keys` / `values
+    [batch, kv_heads, slots, head_dim]` where `mask [batch, time, slots]`; each group of
+    heads // kv_heads query heads shares one key / value head. Scores and softmax in float32.
+    """
+    batch, time, heads, head_dim = query.shape
+    kv_heads = keys.shape[1]
+    grouped = query.reshape(batch, time, kv_heads, heads // kv_heads, head_dim).transpose(0, 2, 3, 1, 4)
+    grouped = grouped * jnp.asarray(head_dim**-0.5, query.dtype)
+    visible = mask[:, None, None]  # [batch, 1, 1, time, slots]
+    if time == 1:
+        # One new token (a decode step): an elementwise product and sum reads the cache once, where a
+        # batched matmul of [1, head_dim] rows runs several times slower on CPU.
+        scores = jnp.sum(grouped.astype(jnp.float32) * keys[:, :, None].astype(jnp.float32), axis=-1)[..., None, :]
+        weights = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=-1)
+        out = jnp.sum(weights[..., 0, :, None] * values[:, :, None].astype(jnp.float32), axis=-2)[..., None, :]
+    else:
+        scores = jnp.einsum("bkgtd,bksd->bkgts", grouped, keys, preferred_element_type=jnp.float32)
+        weights = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=-1)
+        out = jnp.einsum("bkgts,bksd->bkgtd", weights.astype(values.dtype), values)
+    return out.astype(query.dtype).transpose(0, 3, 1, 2, 4).reshape(batch, time, heads, head_dim)
 
 
 class Attention(nn.Module):
@@ -90,13 +113,14 @@ class Attention(nn.Module):
         query = apply_rotary(self._projection(c.num_heads, "heads", "q")(x), positions, inv_freq)
         key = apply_rotary(self._projection(c.num_kv_heads, "kv_heads", "k")(x), positions, inv_freq)
         value = self._projection(c.num_kv_heads, "kv_heads", "v")(x)
+        key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)  # [batch, kv_heads, time, head_dim]
         if layer_cache is not None:
             cached_keys, cached_values = layer_cache
-            start = (0, cache_index, 0, 0)
+            start = (0, 0, cache_index, 0)
             key = jax.lax.dynamic_update_slice(cached_keys, key.astype(cached_keys.dtype), start)
             value = jax.lax.dynamic_update_slice(cached_values, value.astype(cached_values.dtype), start)
             layer_cache = (key, value)
-        attended = jax.nn.dot_product_attention(query, key, value, mask=mask)
+        attended = attention(query, key, value, mask)
         out = nn.DenseGeneral(
             c.hidden_size,
             axis=(-2, -1),
@@ -207,7 +231,7 @@ class Decoder(nn.Module):
 
 
 def _attention_mask(segment_ids: jax.Array, cache: KVCache | None):
-    """Mask `[batch, 1, time, keys]`: causal by slot, same segment, never padding.
+    """Mask `[batch, time, keys]`: causal by slot, same segment, never padding.
 
     Without a cache the keys are the tokens themselves; with one, they are all the cache's slots
     after this call's tokens are written at `cache.index`.
@@ -224,7 +248,7 @@ def _attention_mask(segment_ids: jax.Array, cache: KVCache | None):
     causal = key_slots[None, :] <= query_slots[:, None]
     same_segment = segment_ids[:, :, None] == key_segments[:, None, :]
     mask = causal[None] & same_segment & (key_segments[:, None, :] > 0)
-    return mask[:, None], cache_index, key_segments
+    return mask, cache_index, key_segments
 
 
 def _example_inputs(batch: int = 1, time: int = 1):
