@@ -1,0 +1,1 @@
+"""Where questions and answers come from, and how an answer is graded."""

@@ -1,0 +1,102 @@
+"""The built-in task: exact wording and answers, disjoint splits, slips, verdicts of both styles."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sv_jax.tasks import arithmetic as task
+
+
+def test_questions_are_worded_as_designed():
+    assert task.make_problem(1, (27, 39)).question == "A number increased by 27 is 39. What is the number?"
+    assert task.make_problem(2, (27, 2, 39)).question == "27 increased by twice a number is 39. What is the number?"
+    assert task.make_problem(2, (27, 3, 39)).question == "27 increased by 3 times a number is 39. What is the number?"
+    assert task.make_problem(3, (5, 3, 4)).answer == 17
+    assert task.make_problem(4, (50, 10, 5, 7)).answer == 42
+    assert task.make_problem(5, (6, 4, 10)).answer == 14
+
+
+@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES))
+def test_draws_stay_in_the_designed_ranges(seed, family):
+    problem = task.make_problem(family, task.draw_numbers(family, np.random.default_rng(seed)))
+    n, answer = problem.numbers, problem.answer
+    if family == 1:
+        assert 10 <= n[0] <= 99 and 1 <= answer <= 99
+    elif family == 2:
+        assert 10 <= n[0] <= 99 and 2 <= n[1] <= 9 and 1 <= answer <= 20 and n[0] + n[1] * answer == n[2]
+    elif family == 3:
+        assert 1 <= n[0] <= 50 and 2 <= n[1] <= 9 and 2 <= n[2] <= 12
+    elif family == 4:
+        a, b, c, d = n
+        assert 30 <= a <= 99 and 1 <= b <= a // 2 and 1 <= c <= a - b - 1 and 1 <= d <= 50 and answer > 0
+    else:
+        a, b, c = n
+        assert 2 <= a <= 20 and 2 <= b <= 9 and 1 <= c <= a * b - 1 and answer > 0
+
+
+def test_splits_are_disjoint_reproducible_and_cover_every_family():
+    train = task.draw_problems("train", 400, seed=0)
+    validation = task.draw_problems("validation", 100, seed=0)
+    test = task.draw_problems("test", 100, seed=0)
+    questions = [{p.question for p in split} for split in (train, validation, test)]
+    assert sum(map(len, questions)) == len(set.union(*questions)) == 600
+    assert [p.question for p in task.draw_problems("test", 100, seed=0)] == [p.question for p in test]
+    assert {p.family for p in test} == set(task.FAMILIES)
+    assert all(task.split_of(p) == "test" for p in test)
+
+
+@settings(max_examples=300)
+@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES))
+def test_solutions_grade_right_and_slips_grade_wrong(seed, family):
+    rng = np.random.default_rng(seed)
+    problem = task.make_problem(family, task.draw_numbers(family, rng))
+    solution = task.solution_text(task.solution_steps(problem))
+    assert task.grade(problem, solution)
+    slipped, wrong_answer = task.slipped_solution(problem, rng)
+    assert not task.grade(problem, slipped) and task.final_answer(slipped) == wrong_answer > 0
+
+
+@settings(max_examples=400)
+@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES),
+       style=st.sampled_from(task.STYLES), offset=st.integers(-30, 30))
+def test_verifications_end_in_the_true_verdict(seed, family, style, offset):
+    problem = task.make_problem(family, task.draw_numbers(family, np.random.default_rng(seed)))
+    proposed = problem.answer + offset
+    text = task.verification(problem, proposed, style)
+    expected = task.VERDICT_RIGHT if offset == 0 else task.VERDICT_WRONG
+    assert text.endswith(expected) and text.count("So the answer is") == 1
+
+
+def wrong_left_sides(text: str) -> set[str]:
+    """`L op R` of every step `L op R = X .` of a solution whose X is not L op R."""
+    wrong = set()
+    for step in text.split(" . "):
+        if " = " in step:
+            left_side, result = step.split(" = ")
+            left, op, right = left_side.split()
+            true = {"+": int(left) + int(right), "-": int(left) - int(right),
+                    "*": int(left) * int(right), "/": int(left) // int(right)}[op]
+            if true != int(result):
+                wrong.add(left_side)
+    return wrong
+
+
+def left_sides(text: str) -> set[str]:
+    return {step.split(" = ")[0].strip() for step in text.split(" . ") if " = " in step}
+
+
+def test_a_check_never_recomputes_the_slipped_step():
+    """Copying a wrong attempt cannot produce its check: no step of the check has the left side of the
+    attempt's slipped step, so the number the check needs there must be computed afresh."""
+    rng = np.random.default_rng(0)
+    for problem in task.draw_problems("train", 1000, seed=1):
+        slipped, wrong = task.slipped_solution(problem, rng)
+        (slipped_step,) = wrong_left_sides(slipped)
+        for style in task.STYLES:
+            assert slipped_step not in left_sides(task.verification(problem, wrong, style)), (slipped, style)
+
+
+def test_final_answer_reads_the_last_answer_sentence():
+    assert task.final_answer("5 + 5 = 10 . The answer is 10 . no, The answer is 11 .") == 11
+    assert task.final_answer("The answer is") is None
+    assert task.final_answer("") is None
