@@ -29,7 +29,7 @@ TUNIX_SCRIPT = REPO / "experiments" / "peers" / "tunix_sampler.py"
 MODELS = {
     "builtin_1m": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                        num_key_value_heads=4, vocab_size=512),
-    "qwen2_17m": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+    "qwen2_17m": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=9, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=32000),
     "qwen2_100m": dict(hidden_size=640, intermediate_size=2560, num_hidden_layers=10, num_attention_heads=10,
                        num_key_value_heads=2, vocab_size=32000),
@@ -143,7 +143,7 @@ def main() -> None:
         cases = [dict(model="qwen2_17m", batch=64, num_prompts=256, prompt_len=32, new_tokens=128, mode=mode)
                  for mode in ("greedy", "sampled")]
     else:
-        cases = [dict(model=model, batch=batch, num_prompts=max(batch, 64), prompt_len=32, new_tokens=128, mode=mode)
+        cases = [dict(model=model, batch=batch, num_prompts=max(2 * batch, 4), prompt_len=32, new_tokens=128, mode=mode)
                  for model in MODELS for batch in (1, 16, 64) for mode in ("greedy", "sampled")]
     peers = ["ours", "transformers"] + (["tunix"] if args.tunix_python else [])
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,82 @@
+"""The jitted language-model training step: masked cross-entropy, optional KL to a reference
+policy, gradient accumulation inside the step.
+
+A batch is a dict of `[micro_batches, batch, time]` int32 arrays: `inputs`, `targets` (the next
+token of each input), `positions`, `segment_ids` (0 on padding; packing gives each example its own
+id), `loss_mask` (1 where the target is learned) and `kl_mask` (1 where the KL term applies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from sv_jax.models import ModelConfig, Params, forward
+from sv_jax.training.losses import masked_cross_entropy, token_kl
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Params
+    opt_state: optax.OptState
+
+
+def init_train_state(params: Params, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class LMStep:
+    """Everything static about the step; hashable, so it can be a static argument of `jax.jit`."""
+
+    config: ModelConfig
+    optimizer: Any  # optax.GradientTransformation (a NamedTuple of functions: hashable)
+    kl_coef: float = 0.0
+
+    def losses(self, params: Params, micro: Batch, reference_params: Params | None):
+        """Sums over one micro-batch: cross-entropy, learned tokens, KL, KL tokens."""
+        logits, _ = forward(self.config, params, micro["inputs"], micro["positions"], micro["segment_ids"])
+        ce_sum, ce_count = masked_cross_entropy(logits, micro["targets"], micro["loss_mask"])
+        if self.kl_coef == 0.0 or reference_params is None:
+            return ce_sum, ce_count, jnp.zeros(()), jnp.zeros(())
+        reference_logits, _ = forward(
+            self.config, reference_params, micro["inputs"], micro["positions"], micro["segment_ids"]
+        )
+        kl_mask = micro["kl_mask"].astype(jnp.float32)
+        return ce_sum, ce_count, token_kl(logits, jax.lax.stop_gradient(reference_logits), kl_mask), kl_mask.sum()
+
+    def __call__(self, state: TrainState, batch: Batch, reference_params: Params | None = None):
+        """One optimizer update from all micro-batches: the loss is normalised by the learned tokens of
+        the whole batch (and the KL by its KL tokens), so accumulation changes nothing but memory."""
+        learned_tokens = jnp.maximum(batch["loss_mask"].astype(jnp.float32).sum(), 1.0)
+        kl_tokens = jnp.maximum(batch["kl_mask"].astype(jnp.float32).sum(), 1.0)
+
+        def micro_gradients(carry, micro):
+            def loss(params):
+                ce_sum, ce_count, kl_sum, kl_count = self.losses(params, micro, reference_params)
+                objective = ce_sum / learned_tokens + self.kl_coef * kl_sum / kl_tokens
+                return objective, (ce_sum, kl_sum)
+
+            grads, (ce_sum, kl_sum) = jax.grad(loss, has_aux=True)(state.params)
+            grad_total, ce_total, kl_total = carry
+            return (jax.tree.map(jnp.add, grad_total, grads), ce_total + ce_sum, kl_total + kl_sum), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (grads, ce_sum, kl_sum), _ = jax.lax.scan(micro_gradients, (zeros, 0.0, 0.0), batch)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": ce_sum / learned_tokens,
+            "kl": kl_sum / kl_tokens,
+            "grad_norm": optax.tree.norm(grads),
+            "tokens": (batch["segment_ids"] > 0).sum(),
+        }
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
