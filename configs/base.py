@@ -18,7 +18,6 @@ def get_config() -> ml_collections.ConfigDict:
     # checking exercises (a proposed answer, right or slipped, and a worked check with its verdict).
     config.base.slip_rate = 0.3
     config.base.check_share = 0.4
-    config.base.train_questions = 20000
     # Rows pack whole documents up to seq_len tokens, as long as stage 0's longest trajectory, so that
     # every attention distance a trajectory needs is trained.
     config.base.seq_len = 320

@@ -100,3 +100,10 @@ def test_final_answer_reads_the_last_answer_sentence():
     assert task.final_answer("5 + 5 = 10 . The answer is 10 . no, The answer is 11 .") == 11
     assert task.final_answer("The answer is") is None
     assert task.final_answer("") is None
+
+
+def test_asking_for_more_problems_than_exist_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="distinct test problems"):
+        task.draw_problems("test", 1000, seed=0, families=(3,))  # family 3 has ~440 test questions

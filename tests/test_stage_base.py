@@ -13,7 +13,7 @@ from sv_jax.tasks import builtin
 def test_tiny_base_run_writes_model_metrics_checkpoints_and_eval(tmp_path):
     config = base_config.get_config()
     config.workdir = str(tmp_path)
-    config.base.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, train_questions=200,
+    config.base.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                        seq_len=64, batch_size=2, steps=4, checkpoint_every=2, log_every=2, eval_questions=6)
     base.run(config)
     folder = tmp_path / "base"
@@ -33,12 +33,12 @@ def test_packed_rows_are_whole_documents_joined_by_eos(tmp_path):
     from sv_jax.tasks import arithmetic as task
     from sv_jax.tasks.tokenizer import train_tokenizer
 
-    problems = task.draw_problems("train", 50, seed=0)
     rng = np.random.default_rng(0)
-    tokenizer = train_tokenizer([builtin.pretraining_document(p, rng, 0.5, 0.5) for p in problems])
+    tokenizer = train_tokenizer([builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5)
+                                 for _ in range(100)])
     settings = base_config.get_config().base
     settings.update(batch_size=2, seq_len=128)
-    batch = base.packed_batch(tokenizer, problems, np.random.default_rng(1), settings)
+    batch = base.packed_batch(tokenizer, np.random.default_rng(1), settings)
     assert batch["inputs"].shape == (1, 2, 128)
     np.testing.assert_array_equal(batch["inputs"][0, :, 1:], batch["targets"][0, :, :-1])
     text = tokenizer.decode(batch["inputs"][0, 0])

@@ -28,8 +28,7 @@ from sv_jax.trajectory import verdict
 def run(config: ml_collections.ConfigDict) -> None:
     settings = config.base
     directory = Path(config.workdir) / "base"
-    problems = task.draw_problems("train", settings.train_questions, config.seed)
-    tokenizer = _tokenizer(directory / "tokenizer", problems, config.seed)
+    tokenizer = _tokenizer(directory / "tokenizer", config.seed)
     model_config = ModelConfig(
         family="llama",
         vocab_size=-(-len(tokenizer) // 64) * 64,
@@ -51,7 +50,7 @@ def run(config: ml_collections.ConfigDict) -> None:
 
     def batch_for_step(step_index: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([config.seed, step_index])
-        return packed_batch(tokenizer, problems, rng, settings)
+        return packed_batch(tokenizer, rng, settings)
 
     state = train(state, step, batch_for_step, settings.steps, directory, settings.checkpoint_every,
                   settings.log_every, schedule, description="base")
@@ -63,25 +62,24 @@ def run(config: ml_collections.ConfigDict) -> None:
           f"verifies unprompted {figures['unprompted_verification']:.1%}")
 
 
-def _tokenizer(folder: Path, problems: list[task.Problem], seed: int):
+def _tokenizer(folder: Path, seed: int):
     """Trained on the corpus's own text once, then read back, so a resumed run uses the same one."""
     if not (folder / "tokenizer.json").exists():
         rng = np.random.default_rng(seed)
-        texts = [builtin.pretraining_document(p, rng, 0.5, 0.5) for p in problems[:2000]]
+        texts = [builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5) for _ in range(3000)]
         texts += [builtin.CUES.verify, builtin.CUES.retry, builtin.CHECK_PROMPT, builtin.PROMPT]
         train_tokenizer(texts).save_pretrained(folder)
     return load_tokenizer(folder)
 
 
-def packed_batch(tokenizer, problems: list[task.Problem], rng: np.random.Generator,
-                 settings: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    """`[1, batch, seq_len]` rows of whole documents joined by EOS, one segment a row, so that
-    attention and positions span the whole row as they will in long trajectories."""
+def packed_batch(tokenizer, rng: np.random.Generator, settings: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    """`[1, batch, seq_len]` rows of documents on fresh training questions joined by EOS, one
+    segment a row, so that attention and positions span the whole row as in long trajectories."""
     rows = np.zeros((settings.batch_size, settings.seq_len + 1), np.int32)
     for row in rows:
         filled = 0
         while filled < len(row):
-            problem = problems[int(rng.integers(len(problems)))]
+            problem = task.draw_problem("train", rng)
             text = builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share)
             ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
             take = min(len(ids), len(row) - filled)

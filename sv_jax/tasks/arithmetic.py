@@ -92,15 +92,31 @@ def split_of(problem: Problem) -> str:
     return next(name for name, (low, high) in SPLITS.items() if low <= bucket < high)
 
 
+def draw_problem(split: str, rng: np.random.Generator, families: tuple[int, ...] = FAMILIES) -> Problem:
+    """One problem of `split`, its family drawn uniformly."""
+    while True:
+        family = families[int(rng.integers(len(families)))]
+        problem = make_problem(family, draw_numbers(family, rng))
+        if split_of(problem) == split:
+            return problem
+
+
 def draw_problems(split: str, count: int, seed: int, families: tuple[int, ...] = FAMILIES) -> list[Problem]:
-    """`count` distinct problems of `split`, families in turn, reproducible from `seed`."""
+    """`count` distinct problems of `split`, families in turn, reproducible from `seed`.
+
+    Family 3 has about 4,400 distinct questions in all; a count no family mix can reach is an error.
+    """
     rng = np.random.default_rng([seed, list(SPLITS).index(split)])
     problems: dict[str, Problem] = {}
-    while len(problems) < count:
-        family = families[len(problems) % len(families)]
+    for attempt in range(100 * count):
+        if len(problems) == count:
+            break
+        family = families[attempt % len(families)]
         problem = make_problem(family, draw_numbers(family, rng))
         if split_of(problem) == split:
             problems.setdefault(problem.question, problem)
+    if len(problems) < count:
+        raise ValueError(f"only {len(problems)} distinct {split} problems found, {count} asked for")
     return list(problems.values())
 
 
