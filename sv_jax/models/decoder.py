@@ -83,9 +83,15 @@ def attention(query: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Ar
         weights = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=-1)
         out = jnp.sum(weights[..., 0, :, None] * values[:, :, None].astype(jnp.float32), axis=-2)[..., None, :]
     else:
-        scores = jnp.einsum("bkgtd,bksd->bkgts", grouped, keys, preferred_element_type=jnp.float32)
+        # Groups and time share one matmul dimension: 4-d einsums run several times faster on CPU.
+        groups = heads // kv_heads
+        flat = grouped.reshape(batch, kv_heads, groups * time, head_dim)
+        wide = None if query.dtype == jnp.float32 else jnp.float32  # an f32 request on f32 inputs is slow
+        scores = jnp.einsum("bkmd,bksd->bkms", flat, keys, preferred_element_type=wide)
+        scores = scores.reshape(batch, kv_heads, groups, time, -1).astype(jnp.float32)
         weights = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=-1)
-        out = jnp.einsum("bkgts,bksd->bkgtd", weights.astype(values.dtype), values)
+        flat_weights = weights.astype(values.dtype).reshape(batch, kv_heads, groups * time, -1)
+        out = jnp.einsum("bkms,bksd->bkmd", flat_weights, values).reshape(batch, kv_heads, groups, time, head_dim)
     return out.astype(query.dtype).transpose(0, 3, 1, 2, 4).reshape(batch, time, heads, head_dim)
 
 
