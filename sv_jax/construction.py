@@ -1,0 +1,73 @@
+"""Stage 0's core: from a question's graded samples to a difficulty level and a trajectory.
+
+The harder the question (the fewer of π₀'s samples are right), the more wrong attempts — each
+followed by a verification that catches it — precede the final right attempt and its confirming
+verification. Pure functions; the `data` stage feeds them samples and writes what they return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sv_jax.trajectory import SOLVE, VERIFY, Action
+
+VERIFICATION_STYLES = ("problem_solving", "confirmative", "mixed")
+# Accuracy at or above each bound gives levels 1, 2, 3, 4; below the last, level 5. With K = 5
+# samples: 5 right → 1, 4 → 2, 3 → 3, 2 → 4, 1 (or none) → 5.
+DEFAULT_LEVEL_BOUNDS = (0.9, 0.7, 0.5, 0.3)
+# Rounds (solve, verify pairs) per level: the seed figure's 1, 2 and 4 at levels 1, 3 and 5.
+DEFAULT_ROUNDS = {1: 1, 2: 2, 3: 2, 4: 3, 5: 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One graded sample: its text, its final answer (None if it has none), and whether it is right."""
+
+    text: str
+    answer: str | None
+    correct: bool
+
+
+def difficulty(accuracy: float, bounds: Sequence[float] = DEFAULT_LEVEL_BOUNDS) -> int:
+    """Level 1 (easiest) to len(bounds) + 1 from the share of right samples."""
+    return next((level for level, bound in enumerate(bounds, start=1) if accuracy >= bound), len(bounds) + 1)
+
+
+def build_trajectory(
+    attempts: Sequence[Attempt],
+    rounds: int,
+    verify: Callable[[Attempt, str], str],
+    style: str,
+    rng: np.random.Generator,
+) -> list[Action] | None:
+    """`rounds - 1` wrong attempts, each with a verification that rejects it, then a right attempt
+    with one that confirms it; None when no sample is right.
+
+    Wrong attempts are distinct by answer; with too few, the trajectory has fewer rounds. `verify`
+    writes a verification of an attempt in a style (`problem_solving` or `confirmative`); `style`
+    `mixed` picks one at random per verification. Wrong attempts carry mask 0 (the model is not
+    taught to make them), everything else mask 1.
+    """
+    if style not in VERIFICATION_STYLES:
+        raise ValueError(f"verification style {style!r}; known: {', '.join(VERIFICATION_STYLES)}")
+    right = [a for a in attempts if a.correct]
+    if not right:
+        return None
+    distinct_wrong = list({a.answer: a for a in attempts if not a.correct}.values())
+    order = rng.permutation(len(distinct_wrong))
+    wrong = [distinct_wrong[i] for i in order[: max(rounds - 1, 0)]]
+
+    def pick_style() -> str:
+        return ("problem_solving", "confirmative")[int(rng.integers(2))] if style == "mixed" else style
+
+    actions = []
+    for attempt in wrong:
+        actions.append(Action(SOLVE, attempt.text, correct=False, mask=0))
+        actions.append(Action(VERIFY, verify(attempt, pick_style()), correct=True, mask=1))
+    final = right[int(rng.integers(len(right)))]
+    actions.append(Action(SOLVE, final.text, correct=True, mask=1))
+    actions.append(Action(VERIFY, verify(final, pick_style()), correct=True, mask=1))
+    return actions

@@ -1,0 +1,72 @@
+"""Stage 0's construction: difficulty levels and the seed figure's trajectory shapes and masks."""
+
+import numpy as np
+import pytest
+
+from sv_jax.construction import DEFAULT_ROUNDS, Attempt, build_trajectory, difficulty
+from sv_jax.tasks import arithmetic as task
+from sv_jax.tasks import builtin
+from sv_jax.trajectory import SOLVE, VERIFY, build, parse, verdict
+
+PROBLEM = task.make_problem(4, (75, 34, 21, 31))  # answer 51
+
+
+def attempts(right: int, wrong: int) -> list[Attempt]:
+    """`right` correct samples and `wrong` slipped ones with distinct wrong answers."""
+    rng = np.random.default_rng(0)
+    samples, seen = [], set()
+    while len(samples) < wrong:
+        text, answer = task.slipped_solution(PROBLEM, rng)
+        if answer not in seen:
+            seen.add(answer)
+            samples.append(Attempt(text, str(answer), False))
+    correct = task.solution_text(task.solution_steps(PROBLEM))
+    return samples + [Attempt(correct, str(PROBLEM.answer), True)] * right
+
+
+def verify(attempt: Attempt, style: str) -> str:
+    return task.verification(PROBLEM, int(attempt.answer), style)
+
+
+@pytest.mark.parametrize("accuracy, level", [(1.0, 1), (0.8, 2), (0.6, 3), (0.4, 4), (0.2, 5), (0.0, 5)])
+def test_accuracy_sets_the_level(accuracy, level):
+    assert difficulty(accuracy) == level
+
+
+@pytest.mark.parametrize("level, right, wrong, kinds", [
+    (1, 5, 0, "sv"),
+    (3, 3, 2, "svsv"),
+    (5, 1, 4, "svsvsvsv"),
+])
+def test_levels_give_the_seed_figure_shapes(level, right, wrong, kinds):
+    samples = attempts(right, wrong)
+    assert difficulty(right / len(samples)) == level
+    actions = build_trajectory(samples, DEFAULT_ROUNDS[level], verify, "mixed", np.random.default_rng(1))
+    assert "".join(a.kind[0] for a in actions) == kinds
+    solves = [a for a in actions if a.kind == SOLVE]
+    verifications = [a for a in actions if a.kind == VERIFY]
+    assert [task.grade(PROBLEM, a.text) for a in solves] == [False] * (len(solves) - 1) + [True]
+    assert [a.mask for a in solves] == [0] * (len(solves) - 1) + [1]
+    assert all(a.mask == 1 for a in verifications)
+    cues = builtin.CUES
+    assert [verdict(a.text, cues) for a in verifications] == [False] * (len(verifications) - 1) + [True]
+    text, _ = build(actions, cues)
+    assert [(a.kind, a.text) for a in parse(text, cues)] == [(a.kind, a.text) for a in actions]
+
+
+def test_too_few_distinct_wrong_answers_give_fewer_rounds():
+    samples = attempts(1, 1) + attempts(0, 1)  # two wrong samples with the same answer
+    actions = build_trajectory(samples, 4, verify, "problem_solving", np.random.default_rng(0))
+    assert [a.kind for a in actions] == [SOLVE, VERIFY, SOLVE, VERIFY]
+
+
+def test_no_right_sample_means_no_trajectory():
+    assert build_trajectory(attempts(0, 3), 4, verify, "confirmative", np.random.default_rng(0)) is None
+
+
+def test_styles_are_honoured():
+    for style, phrase in [("problem_solving", f"vs {PROBLEM.answer} ."), ("confirmative", "vs 75 .")]:
+        actions = build_trajectory(attempts(2, 0), 1, verify, style, np.random.default_rng(0))
+        assert phrase in actions[-1].text
+    with pytest.raises(ValueError):
+        build_trajectory(attempts(2, 0), 1, verify, "vibes", np.random.default_rng(0))
