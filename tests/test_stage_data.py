@@ -1,0 +1,31 @@
+"""Stage `data` on a tiny π₀: runs `base` first, writes trajectories in the DESIGN format and a summary."""
+
+import json
+
+from configs import data as data_config
+from sv_jax.stages import data
+from sv_jax.tasks import arithmetic as task
+from sv_jax.trajectory import SOLVE
+
+
+def test_fresh_workdir_runs_base_then_writes_trajectories(tmp_path):
+    config = data_config.get_config()
+    config.workdir = str(tmp_path)
+    config.base.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seq_len=64,
+                       batch_size=2, steps=2, checkpoint_every=2, log_every=1, eval_questions=4)
+    config.data.update(num_questions=12, k=3, max_new_tokens=24, batch_size=8)
+    data.run(config)
+    assert (tmp_path / "base" / "model" / "config.json").exists()
+
+    records = [json.loads(line) for line in (tmp_path / "data" / "trajectories.jsonl").read_text().splitlines()]
+    summary = json.loads((tmp_path / "data" / "summary.json").read_text())
+    assert summary["questions"] == 12 and summary["samples"] == 36
+    assert summary["trajectories"] == len(records) == 12  # the reference rescues questions with no right sample
+    assert sum(summary["levels"].values()) == 12
+    for record in records:
+        assert set(record) == {"id", "question", "answer", "difficulty", "accuracy", "actions", "text"}
+        problem = next(p for p in task.draw_problems("train", 12, config.seed) if p.id == record["id"])
+        solves = [a for a in record["actions"] if a["kind"] == SOLVE]
+        assert task.grade(problem, solves[-1]["text"]) and solves[-1]["mask"] == 1
+        assert all(a["mask"] == 0 and not a["correct"] for a in solves[:-1])
+        assert 1 <= record["difficulty"] <= 5
