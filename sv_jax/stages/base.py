@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, save_hf
-from sv_jax.sampling import Sampler, SamplingSpec
+from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.tasks.tokenizer import train_tokenizer
@@ -103,7 +103,7 @@ def measure_initial_policy(model_config: ModelConfig, params, tokenizer, count: 
     of checking exercises (right and slipped answers, half each, both styles) it judges right."""
     problems = task.draw_problems("test", count, seed)
     sampler = Sampler(model_config, params)
-    spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=((tokenizer.eos_token_id,),),
+    spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
                         vocab_size=len(tokenizer))
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     answers = sampler.sample([encode(builtin.prompt(p)) for p in problems], spec)

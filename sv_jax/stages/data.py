@@ -16,7 +16,7 @@ import numpy as np
 from sv_jax.construction import Attempt, build_trajectory, difficulty
 from sv_jax.io import write_jsonl
 from sv_jax.models import load_hf
-from sv_jax.sampling import Sampler, SamplingSpec
+from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.trajectory import VERIFY, build, verdict
@@ -41,17 +41,17 @@ def run(config: ml_collections.ConfigDict) -> None:
     tokenizer = model.tokenizer
     problems = task.draw_problems("train", settings.num_questions, config.seed)
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                        stop_sequences=((tokenizer.eos_token_id,),), vocab_size=len(tokenizer))
+                        stop_sequences=stop_sequences_for(tokenizer, ()), vocab_size=len(tokenizer))
     samples = Sampler(model.config, model.params, settings.batch_size).sample(
         [tokenizer.encode(builtin.prompt(p), add_special_tokens=False) for p in problems],
         spec, settings.k, config.seed, progress=True)
 
     rng = np.random.default_rng(config.seed)
-    records, skipped, unanswered_samples = [], Counter(), 0
+    records, skipped, unanswered_samples, right_samples = [], Counter(), 0, 0
     for problem, question_samples in zip(problems, samples):
-        texts = [tokenizer.decode(s.token_ids, skip_special_tokens=True).strip() for s in question_samples]
-        attempts = [Attempt(t, None if task.final_answer(t) is None else str(task.final_answer(t)), task.grade(problem, t))
-                    for t in texts]
+        attempts = [graded_attempt(problem, tokenizer.decode(s.token_ids, skip_special_tokens=True).strip())
+                    for s in question_samples]
+        right_samples += sum(a.correct for a in attempts)
         accuracy = sum(a.correct for a in attempts) / len(attempts)
         level = difficulty(accuracy, settings.level_bounds)
         if accuracy == 0 and settings.use_reference:
@@ -76,16 +76,15 @@ def run(config: ml_collections.ConfigDict) -> None:
 
     directory = Path(config.workdir) / "data"
     write_jsonl(directory / "trajectories.jsonl", records)
-    summary = summarize(records, len(problems), settings.k, samples_accuracy(samples, problems, tokenizer), skipped)
+    summary = summarize(records, len(problems), settings.k, right_samples / (len(problems) * settings.k), skipped)
     summary["samples_without_final_answer"] = unanswered_samples
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
-def samples_accuracy(samples, problems, tokenizer) -> float:
-    graded = [task.grade(p, tokenizer.decode(s.token_ids, skip_special_tokens=True))
-              for p, row in zip(problems, samples) for s in row]
-    return float(np.mean(graded))
+def graded_attempt(problem: task.Problem, text: str) -> Attempt:
+    answer = task.final_answer(text)
+    return Attempt(text, None if answer is None else str(answer), answer == problem.answer)
 
 
 def summarize(records: list[dict], questions: int, k: int, accuracy: float, skipped: Counter) -> dict:

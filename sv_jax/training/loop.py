@@ -67,6 +67,8 @@ def train(
             done = step + 1
             if done % log_every == 0 or done == total_steps:
                 metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
+                # the logged step's token count stands for the window's steps: exact for packed
+                # fixed-size batches, and it spares a host round trip on every step
                 window_tokens += metrics.pop("tokens", 0.0) * log_every
                 elapsed = time.perf_counter() - window_start
                 metrics["tokens_per_s"] = window_tokens / elapsed
