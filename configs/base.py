@@ -2,10 +2,11 @@
 
 import ml_collections
 
+from configs import presets
 from configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config = default.get_config()
     config.stage = "base"
     config.base = ml_collections.ConfigDict()
@@ -18,16 +19,24 @@ def get_config() -> ml_collections.ConfigDict:
     # checking exercises (a proposed answer, right or slipped, and a worked check with its verdict).
     config.base.slip_rate = 0.3
     config.base.check_share = 0.4
-    # Rows pack whole documents up to seq_len tokens, as long as stage 0's longest trajectory, so that
-    # every attention distance a trajectory needs is trained.
+    # Arithmetic drills: documents of bare single-step results, the facts solutions and checks use.
+    config.base.drill_share = 0.4
+    config.base.drill_facts = 8
+    config.base.learn_questions = False  # questions are context, as for an instruction model
+    # Rows pack whole documents, one segment a row. Most are short (cheap); every `long_every`-th
+    # batch has rows as long as stage 0's longest trajectory, so that every attention distance a
+    # trajectory needs is trained. A long batch holds about as many tokens as a short one.
+    config.base.short_seq_len = 96
     config.base.seq_len = 320
-    config.base.batch_size = 16
-    config.base.steps = 1500
-    config.base.learning_rate = 3e-3
+    config.base.long_every = 8
+    config.base.batch_size = 64  # short rows a batch
+    config.base.micro_batches = 4  # a batch's rows in this many slices, summed in one step (faster on CPU)
+    config.base.steps = 700
+    config.base.learning_rate = 5e-3
     config.base.warmup_steps = 100
     config.base.weight_decay = 0.01
     config.base.checkpoint_every = 250
     config.base.log_every = 25
     # Held-out measurement of π₀: greedy accuracy, and verdict accuracy on checking exercises.
     config.base.eval_questions = 200
-    return config
+    return presets.apply(config, preset)

@@ -1,15 +1,23 @@
 """Stage 0: sample the initial policy, grade, and build difficulty-aware trajectories."""
 
+import dataclasses
+
 import ml_collections
 
+from configs import presets
 from configs import base as base_config
+from sv_jax.trajectory import Cues
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config = base_config.get_config()  # a fresh workdir runs `base` first, with these settings
     config.stage = "data"
     config.data = ml_collections.ConfigDict()
-    config.data.num_questions = 2000  # questions of the built-in task's training draw
+    # Questions: a questions JSONL or a prepared TFDS folder (`sv_jax.datasets.prepare_tfds`);
+    # empty: `num_questions` of the built-in task's training draw.
+    config.data.questions = ""
+    config.data.split = "train"  # of a TFDS folder
+    config.data.num_questions = 2000
     config.data.k = 5  # samples per question
     config.data.temperature = 0.7
     config.data.max_new_tokens = 96
@@ -17,5 +25,29 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.verification = "mixed"  # problem_solving | confirmative | mixed
     config.data.level_bounds = (0.9, 0.7, 0.5, 0.3)  # accuracy at or above each: levels 1..4; below: 5
     config.data.rounds = (1, 2, 2, 3, 4)  # solve-verify rounds at levels 1..5
-    config.data.use_reference = True  # a question with no right sample ends on the reference solution
-    return config
+    config.data.use_reference = True  # a question with no right sample ends on its reference solution
+    config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)
+
+    # A questions file's format (the built-in task has its own, shorter one): the prompt, and the cue
+    # and verdict phrases that join the actions of a response (the paper's code's, by default).
+    config.data.prompt = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}.\n"
+    config.data.cues = ml_collections.ConfigDict(dataclasses.asdict(Cues()))
+    config.data.grader = ml_collections.ConfigDict({"workers": 2, "timeout_s": 5})  # math-verify processes
+    # A questions file's verifications: written by a verifier model (empty path: the policy itself)
+    # in the asked style, `tries` samples each; the first whose verdict agrees with the grader is kept.
+    config.data.verifier = ml_collections.ConfigDict()
+    config.data.verifier.path = ""
+    config.data.verifier.tries = 4
+    config.data.verifier.temperature = 0.7
+    config.data.verifier.max_new_tokens = 512
+    config.data.verifier.prompts = ml_collections.ConfigDict({
+        "problem_solving": (
+            "{question}\n\nA proposed solution:\n{attempt}\n\nCheck it by solving the problem again "
+            "independently and comparing your answer with the proposed one. End with \"{correct}\" or "
+            "\"{incorrect}\"\n\n"),
+        "confirmative": (
+            "{question}\n\nA proposed solution:\n{attempt}\n\nCheck it by taking the proposed answer as given "
+            "and substituting it back into the conditions of the problem. End with \"{correct}\" or "
+            "\"{incorrect}\"\n\n"),
+    })
+    return presets.apply(config, preset)

@@ -1,11 +1,23 @@
-"""Evaluation: accuracy and self-verification figures of a policy on a questions file."""
+"""Evaluation: accuracy and self-verification figures of a policy on held-out questions."""
 
 import ml_collections
 
-from configs import default
+from configs import presets
+from configs import sft as sft_config
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+    config = sft_config.get_config()  # a policy missing from the workdir is trained with these settings
     config.stage = "eval"
-    return config
+    config.eval = ml_collections.ConfigDict()
+    config.eval.policy = "sft"  # base | sft | sft_correct_only | rl (from the workdir); "": model.path
+    config.eval.dataset = ""  # a questions JSONL or TFDS folder; empty: the built-in task's test draw
+    config.eval.split = "test"  # of a TFDS folder
+    config.eval.num_questions = 500  # of the built-in test draw
+    config.eval.name = ""  # output name under workdir/eval; empty: the policy's name
+    config.eval.max_attempts = 4
+    config.eval.max_new_tokens = 384
+    config.eval.temperature = 0.0  # greedy
+    config.eval.batch_size = 64
+    config.eval.seed = 0
+    return presets.apply(config, preset)

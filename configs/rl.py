@@ -2,10 +2,11 @@
 
 import ml_collections
 
+from configs import presets
 from configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config = default.get_config()
     config.stage = "rl"
-    return config
+    return presets.apply(config, preset)

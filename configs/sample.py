@@ -2,10 +2,11 @@
 
 import ml_collections
 
+from configs import presets
 from configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config = default.get_config()
     config.stage = "sample"
     config.sample = ml_collections.ConfigDict()
@@ -19,4 +20,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.stop = ()  # stop strings (EOS always stops), kept at the end of the completion
     config.sample.batch_size = 64  # prompts per device program; each brings num_samples rows
     config.sample.seed = 0
-    return config
+    return presets.apply(config, preset)

@@ -1,11 +1,34 @@
-"""Stage 1: behavior initialization, masked cross-entropy SFT on the trajectories."""
+"""Stage 1: behavior initialization, masked cross-entropy SFT on the stage 0 trajectories."""
 
 import ml_collections
 
-from configs import default
+from configs import presets
+from configs import data as data_config
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+    config = data_config.get_config()  # a fresh workdir runs base and data first, with these settings
     config.stage = "sft"
-    return config
+    config.sft = ml_collections.ConfigDict()
+    # Trajectories: a JSONL file or TFDS folder; empty: the workdir's stage 0 output.
+    config.sft.trajectories = ""
+    # "" trains S²R (verifications, retries, the final attempt; wrong attempts masked) into
+    # workdir/sft; "correct_only" trains the paper's baseline into workdir/sft_correct_only: the same
+    # questions' right attempts alone, for the same steps and batch.
+    config.sft.baseline = ""
+    config.sft.steps = 300
+    config.sft.batch_size = 32  # rows a step
+    config.sft.micro_batches = 4  # gradient accumulation: rows in this many slices
+    config.sft.seq_len = 384
+    config.sft.pack = True  # several examples a row, attention kept inside each
+    config.sft.learning_rate = 1e-3
+    config.sft.warmup_steps = 30
+    config.sft.weight_decay = 0.0
+    config.sft.clip_norm = 1.0
+    # KL(policy || π₀) on every response token, masked wrong attempts included: it holds the
+    # first-attempt skill that the mask no longer trains where π₀ had it.
+    config.sft.kl_coef = 0.1
+    config.sft.remat = False
+    config.sft.checkpoint_every = 100
+    config.sft.log_every = 10
+    return presets.apply(config, preset)

@@ -8,7 +8,7 @@ verification. Pure functions; the `data` stage feeds them samples and writes wha
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -36,38 +36,46 @@ def difficulty(accuracy: float, bounds: Sequence[float] = DEFAULT_LEVEL_BOUNDS) 
     return next((level for level, bound in enumerate(bounds, start=1) if accuracy >= bound), len(bounds) + 1)
 
 
+def choose_style(style: str, rng: np.random.Generator) -> str:
+    """The verification style of one verification: `mixed` picks either at random."""
+    if style not in VERIFICATION_STYLES:
+        raise ValueError(f"verification style {style!r}; known: {', '.join(VERIFICATION_STYLES)}")
+    return ("problem_solving", "confirmative")[int(rng.integers(2))] if style == "mixed" else style
+
+
+def candidates(attempts: Sequence[Attempt], max_right: int = 2) -> list[Attempt]:
+    """The attempts a trajectory may use, so the only ones worth verifying: one per distinct wrong
+    answer (a trajectory never repeats a wrong answer), and up to `max_right` distinct right ones."""
+    wrong = {a.answer: a for a in attempts if not a.correct and a.answer is not None}
+    right = list(dict.fromkeys(a for a in attempts if a.correct))[:max_right]
+    return list(wrong.values()) + right
+
+
 def build_trajectory(
     attempts: Sequence[Attempt],
     rounds: int,
-    verify: Callable[[Attempt, str], str],
-    style: str,
+    verifications: Mapping[Attempt, str],
     rng: np.random.Generator,
 ) -> list[Action] | None:
     """`rounds - 1` wrong attempts, each with a verification that rejects it, then a right attempt
-    with one that confirms it; None when no sample is right.
+    with one that confirms it; None when no right attempt has a verification.
 
-    Wrong attempts are distinct by answer; with too few, the trajectory has fewer rounds. `verify`
-    writes a verification of an attempt in a style (`problem_solving` or `confirmative`); `style`
-    `mixed` picks one at random per verification. Wrong attempts carry mask 0 (the model is not
-    taught to make them), everything else mask 1.
+    Only attempts with a verification in `verifications` (one that reached the right verdict) are
+    used; wrong ones are distinct by answer, and with too few the trajectory has fewer rounds. Wrong
+    attempts carry mask 0 (the model is not taught to make them), everything else mask 1.
     """
-    if style not in VERIFICATION_STYLES:
-        raise ValueError(f"verification style {style!r}; known: {', '.join(VERIFICATION_STYLES)}")
-    right = [a for a in attempts if a.correct]
+    usable = [a for a in attempts if a in verifications]
+    right = [a for a in usable if a.correct]
     if not right:
         return None
-    distinct_wrong = list({a.answer: a for a in attempts if not a.correct}.values())
+    distinct_wrong = list({a.answer: a for a in usable if not a.correct}.values())
     order = rng.permutation(len(distinct_wrong))
     wrong = [distinct_wrong[i] for i in order[: max(rounds - 1, 0)]]
-
-    def pick_style() -> str:
-        return ("problem_solving", "confirmative")[int(rng.integers(2))] if style == "mixed" else style
-
     actions = []
     for attempt in wrong:
         actions.append(Action(SOLVE, attempt.text, correct=False, mask=0))
-        actions.append(Action(VERIFY, verify(attempt, pick_style()), correct=True, mask=1))
+        actions.append(Action(VERIFY, verifications[attempt], correct=True, mask=1))
     final = right[int(rng.integers(len(right)))]
     actions.append(Action(SOLVE, final.text, correct=True, mask=1))
-    actions.append(Action(VERIFY, verify(final, pick_style()), correct=True, mask=1))
+    actions.append(Action(VERIFY, verifications[final], correct=True, mask=1))
     return actions

@@ -12,6 +12,12 @@ from sv_jax.errors import UserError
 
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), any_of: tuple[str, ...] = ()) -> list[dict]:
     """Every object of a JSONL file. Each must hold all `required` keys and one of `any_of`, if given."""
+    return [record for _, record in numbered_jsonl(path, required, any_of)]
+
+
+def numbered_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (),
+                   any_of: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """`read_jsonl` with each object's line number, for errors found later that must name the line."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{file}: file not found")
@@ -31,7 +37,7 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), any_of: 
                 raise UserError(f"{file}:{number}: missing key {missing[0]!r}")
             if any_of and not any(key in record for key in any_of):
                 raise UserError(f"{file}:{number}: needs one of the keys {', '.join(map(repr, any_of))}")
-            records.append(record)
+            records.append((number, record))
     return records
 
 

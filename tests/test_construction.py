@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sv_jax.construction import DEFAULT_ROUNDS, Attempt, build_trajectory, difficulty
+from sv_jax.construction import DEFAULT_ROUNDS, Attempt, build_trajectory, candidates, choose_style, difficulty
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.trajectory import SOLVE, VERIFY, build, parse, verdict
@@ -24,8 +24,8 @@ def attempts(right: int, wrong: int) -> list[Attempt]:
     return samples + [Attempt(correct, str(PROBLEM.answer), True)] * right
 
 
-def verify(attempt: Attempt, style: str) -> str:
-    return task.verification(PROBLEM, int(attempt.answer), style)
+def verify(samples: list[Attempt], style: str = "problem_solving") -> dict[Attempt, str]:
+    return {a: task.verification(PROBLEM, int(a.answer), style) for a in samples}
 
 
 @pytest.mark.parametrize("accuracy, level", [(1.0, 1), (0.8, 2), (0.6, 3), (0.4, 4), (0.2, 5), (0.0, 5)])
@@ -41,7 +41,9 @@ def test_accuracy_sets_the_level(accuracy, level):
 def test_levels_give_the_seed_figure_shapes(level, right, wrong, kinds):
     samples = attempts(right, wrong)
     assert difficulty(right / len(samples)) == level
-    actions = build_trajectory(samples, DEFAULT_ROUNDS[level], verify, "mixed", np.random.default_rng(1))
+    rng = np.random.default_rng(1)
+    verifications = {a: task.verification(PROBLEM, int(a.answer), choose_style("mixed", rng)) for a in samples}
+    actions = build_trajectory(samples, DEFAULT_ROUNDS[level], verifications, rng)
     assert "".join(a.kind[0] for a in actions) == kinds
     solves = [a for a in actions if a.kind == SOLVE]
     verifications = [a for a in actions if a.kind == VERIFY]
@@ -56,17 +58,31 @@ def test_levels_give_the_seed_figure_shapes(level, right, wrong, kinds):
 
 def test_too_few_distinct_wrong_answers_give_fewer_rounds():
     samples = attempts(1, 1) + attempts(0, 1)  # two wrong samples with the same answer
-    actions = build_trajectory(samples, 4, verify, "problem_solving", np.random.default_rng(0))
+    actions = build_trajectory(samples, 4, verify(samples), np.random.default_rng(0))
     assert [a.kind for a in actions] == [SOLVE, VERIFY, SOLVE, VERIFY]
 
 
 def test_no_right_sample_means_no_trajectory():
-    assert build_trajectory(attempts(0, 3), 4, verify, "confirmative", np.random.default_rng(0)) is None
+    samples = attempts(0, 3)
+    assert build_trajectory(samples, 4, verify(samples), np.random.default_rng(0)) is None
 
 
-def test_styles_are_honoured():
-    for style, phrase in [("problem_solving", f"vs {PROBLEM.answer} ."), ("confirmative", "vs 75 .")]:
-        actions = build_trajectory(attempts(2, 0), 1, verify, style, np.random.default_rng(0))
-        assert phrase in actions[-1].text
+def test_attempts_without_a_kept_verification_are_not_used():
+    samples = attempts(2, 3)
+    kept = verify([samples[0], samples[-1]])  # one wrong attempt and the right one were verified
+    actions = build_trajectory(samples, 4, kept, np.random.default_rng(0))
+    assert [a.text for a in actions if a.kind == SOLVE] == [samples[0].text, samples[-1].text]
+    assert build_trajectory(samples, 4, verify(samples[:3]), np.random.default_rng(0)) is None
+
+
+def test_candidates_are_distinct_wrong_answers_and_a_few_right_attempts():
+    samples = attempts(3, 2) + attempts(0, 1) + [Attempt("no answer", None, False)]
+    assert candidates(samples, max_right=2) == samples[:2] + [samples[2]]
+
+
+def test_styles_are_chosen_as_configured():
+    rng = np.random.default_rng(0)
+    assert {choose_style("confirmative", rng) for _ in range(10)} == {"confirmative"}
+    assert {choose_style("mixed", rng) for _ in range(50)} == {"confirmative", "problem_solving"}
     with pytest.raises(ValueError):
-        build_trajectory(attempts(2, 0), 1, verify, "vibes", np.random.default_rng(0))
+        choose_style("vibes", rng)

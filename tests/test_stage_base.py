@@ -14,7 +14,7 @@ def test_tiny_base_run_writes_model_metrics_checkpoints_and_eval(tmp_path):
     config = base_config.get_config()
     config.workdir = str(tmp_path)
     config.base.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                       seq_len=64, batch_size=2, steps=4, checkpoint_every=2, log_every=2, eval_questions=6)
+                       seq_len=64, short_seq_len=32, long_every=2, batch_size=2, micro_batches=1, steps=4, checkpoint_every=2, log_every=2, eval_questions=6)
     base.run(config)
     folder = tmp_path / "base"
     model = load_hf(folder / "model")
@@ -34,12 +34,33 @@ def test_packed_rows_are_whole_documents_joined_by_eos(tmp_path):
     from sv_jax.tasks.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(0)
-    tokenizer = train_tokenizer([builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5)
+    tokenizer = train_tokenizer(["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5))
                                  for _ in range(100)])
     settings = base_config.get_config().base
-    settings.update(batch_size=2, seq_len=128)
+    settings.update(batch_size=2, short_seq_len=128, micro_batches=1)
     batch = base.packed_batch(tokenizer, np.random.default_rng(1), settings)
     assert batch["inputs"].shape == (1, 2, 128)
     np.testing.assert_array_equal(batch["inputs"][0, :, 1:], batch["targets"][0, :, :-1])
     text = tokenizer.decode(batch["inputs"][0, 0])
     assert text.startswith("Question: ") and tokenizer.eos_token in text
+
+
+def test_questions_carry_no_loss_and_long_batches_hold_as_many_tokens(tmp_path):
+    import numpy as np
+
+    from sv_jax.tasks import arithmetic as task
+    from sv_jax.tasks.tokenizer import train_tokenizer
+
+    rng = np.random.default_rng(0)
+    tokenizer = train_tokenizer(["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5))
+                                 for _ in range(100)])
+    settings = base_config.get_config().base
+    settings.update(batch_size=8, short_seq_len=64, seq_len=256, drill_share=0.0, micro_batches=2)
+    short = base.packed_batch(tokenizer, np.random.default_rng(1), settings)
+    long = base.packed_batch(tokenizer, np.random.default_rng(1), settings, long_rows=True)
+    assert short["inputs"].shape == (2, 4, 64) and long["inputs"].shape == (2, 1, 256)
+    row, learned = short["targets"][0, 0], short["loss_mask"][0, 0]
+    question_ids = tokenizer.encode("Question:", add_special_tokens=False)
+    starts = [i for i in range(len(row) - len(question_ids)) if list(row[i:i + len(question_ids)]) == question_ids]
+    assert starts and all(learned[i] == 0 for i in starts)
+    assert learned.sum() > 0 and not learned.all()

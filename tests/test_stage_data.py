@@ -11,7 +11,7 @@ from sv_jax.trajectory import SOLVE
 def test_fresh_workdir_runs_base_then_writes_trajectories(tmp_path):
     config = data_config.get_config()
     config.workdir = str(tmp_path)
-    config.base.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seq_len=64,
+    config.base.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seq_len=64, short_seq_len=32, micro_batches=1,
                        batch_size=2, steps=2, checkpoint_every=2, log_every=1, eval_questions=4)
     config.data.update(num_questions=12, k=3, max_new_tokens=24, batch_size=8)
     data.run(config)

@@ -48,6 +48,7 @@ class ModelConfig:
     mlp_bias: bool = False
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
+    remat: bool = False  # recompute each layer's activations in the backward pass: memory for time
 
     def __post_init__(self):
         if self.family not in FAMILIES:

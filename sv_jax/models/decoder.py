@@ -159,9 +159,12 @@ class MLP(nn.Module):
                 name=name,
             )
 
-        hidden = nn.silu(dense(c.intermediate_size, ("embed", "mlp"), "gate")(x))
-        hidden = hidden * dense(c.intermediate_size, ("embed", "mlp"), "up")(x)
-        return dense(c.hidden_size, ("mlp", "embed"), "down")(hidden)
+        # Batch and time flattened into one matmul dimension: XLA's CPU backend runs the backward pass
+        # of 2-d matmuls ~1.5x faster than that of `[batch, time, features]` ones.
+        flat = x.reshape(-1, x.shape[-1])
+        hidden = nn.silu(dense(c.intermediate_size, ("embed", "mlp"), "gate")(flat))
+        hidden = hidden * dense(c.intermediate_size, ("embed", "mlp"), "up")(flat)
+        return dense(c.hidden_size, ("mlp", "embed"), "down")(hidden).reshape(x.shape)
 
 
 class Block(nn.Module):
@@ -206,9 +209,10 @@ class Decoder(nn.Module):
         x = embed(tokens)
         mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
         new_keys, new_values = [], []
+        block = nn.remat(Block) if c.remat else Block
         for i in range(c.num_layers):
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            x, layer_cache = Block(c, name=f"layers_{i}")(x, positions, mask, layer_cache, cache_index)
+            x, layer_cache = block(c, name=f"layers_{i}")(x, positions, mask, layer_cache, cache_index)
             if cache is not None:
                 new_keys.append(layer_cache[0])
                 new_values.append(layer_cache[1])

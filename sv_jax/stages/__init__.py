@@ -11,7 +11,7 @@ from sv_jax.errors import UserError
 # Every stage of the recipe, in the order a fresh workdir needs them.
 STAGES = ("base", "data", "sft", "rl", "eval", "sample")
 # The stages this version implements, each a module `sv_jax.stages.<name>` with a `run(config)`.
-IMPLEMENTED = ("base", "data", "sample")
+IMPLEMENTED = ("base", "data", "sft", "eval", "sample")
 
 
 def run(config: ml_collections.ConfigDict) -> None:

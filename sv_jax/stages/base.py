@@ -50,7 +50,7 @@ def run(config: ml_collections.ConfigDict) -> None:
 
     def batch_for_step(step_index: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([config.seed, step_index])
-        return packed_batch(tokenizer, rng, settings)
+        return packed_batch(tokenizer, rng, settings, long_rows=(step_index + 1) % settings.long_every == 0)
 
     state = train(state, step, batch_for_step, settings.steps, directory, settings.checkpoint_every,
                   settings.log_every, schedule, description="base")
@@ -66,36 +66,54 @@ def _tokenizer(folder: Path, seed: int):
     """Trained on the corpus's own text once, then read back, so a resumed run uses the same one."""
     if not (folder / "tokenizer.json").exists():
         rng = np.random.default_rng(seed)
-        texts = [builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5) for _ in range(3000)]
+        texts = ["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5))
+                 for _ in range(3000)]
         texts += [builtin.CUES.verify, builtin.CUES.retry, builtin.CHECK_PROMPT, builtin.PROMPT]
         train_tokenizer(texts).save_pretrained(folder)
     return load_tokenizer(folder)
 
 
-def packed_batch(tokenizer, rng: np.random.Generator, settings: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    """`[1, batch, seq_len]` rows of documents on fresh training questions joined by EOS, one
-    segment a row, so that attention and positions span the whole row as in long trajectories."""
-    rows = np.zeros((settings.batch_size, settings.seq_len + 1), np.int32)
-    for row in rows:
+def packed_batch(tokenizer, rng: np.random.Generator, settings: ml_collections.ConfigDict,
+                 long_rows: bool = False) -> dict[str, np.ndarray]:
+    """`[micro_batches, rows, time]` rows of corpus documents joined by EOS, one segment a row, so
+    that attention and positions span the whole row. Most batches hold short rows (cheap); long
+    ones, as long as stage 0's longest trajectory, train the attention distances a trajectory needs,
+    with about as many tokens. Questions carry no loss unless `learn_questions`: π₀ is given them,
+    as an instruction model is. Micro-batches only save time: smaller matrices stay in the CPU's cache."""
+    time = settings.seq_len if long_rows else settings.short_seq_len
+    micro = settings.micro_batches
+    rows = micro * max(1, round(settings.batch_size / micro * settings.short_seq_len / time))
+    tokens = np.zeros((rows, time + 1), np.int32)
+    learned = np.zeros((rows, time + 1), np.int32)
+    for row, row_learned in zip(tokens, learned):
         filled = 0
         while filled < len(row):
-            problem = task.draw_problem("train", rng)
-            text = builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share)
-            ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+            context, continuation = _document(rng, settings)
+            context_ids = tokenizer.encode(context, add_special_tokens=False) if context else []
+            ids = context_ids + tokenizer.encode(continuation, add_special_tokens=False) + [tokenizer.eos_token_id]
+            learn = np.ones(len(ids), np.int32)
+            learn[: len(context_ids)] = int(settings.learn_questions)
             take = min(len(ids), len(row) - filled)
             row[filled : filled + take] = ids[:take]
+            row_learned[filled : filled + take] = learn[:take]
             filled += take
-    time = settings.seq_len
-    ones = np.ones((settings.batch_size, time), np.int32)
+    ones = np.ones((rows, time), np.int32)
     batch = {
-        "inputs": rows[:, :-1],
-        "targets": rows[:, 1:],
-        "positions": np.broadcast_to(np.arange(time, dtype=np.int32), (settings.batch_size, time)),
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "positions": np.broadcast_to(np.arange(time, dtype=np.int32), (rows, time)),
         "segment_ids": ones,
-        "loss_mask": ones,
+        "loss_mask": learned[:, 1:],
         "kl_mask": np.zeros_like(ones),
     }
-    return {name: np.asarray(value)[None] for name, value in batch.items()}
+    return {name: np.asarray(value).reshape(micro, rows // micro, time) for name, value in batch.items()}
+
+
+def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> tuple[str, str]:
+    if rng.random() < settings.drill_share:
+        return "", builtin.arithmetic_drill(rng, settings.drill_facts)
+    problem = task.draw_problem("train", rng)
+    return builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share)
 
 
 def measure_initial_policy(model_config: ModelConfig, params, tokenizer, count: int, seed: int) -> dict:
@@ -117,9 +135,14 @@ def measure_initial_policy(model_config: ModelConfig, params, tokenizer, count: 
     checks = sampler.sample([encode(p) for p, _ in exercises], spec)
     judged = [verdict(tokenizer.decode(row[0].token_ids, skip_special_tokens=True), builtin.CUES) == truth
               for row, (_, truth) in zip(checks, exercises)]
+    right = [task.grade(p, t) for p, t in zip(problems, texts)]
+    families = np.array([p.family for p in problems])
+    styles = np.array([task.STYLES[(i // 2) % 2] for i in range(len(problems))])
     return {
         "n": len(problems),
-        "accuracy": float(np.mean([task.grade(p, t) for p, t in zip(problems, texts)])),
+        "accuracy": float(np.mean(right)),
         "check_accuracy": float(np.mean(judged)),
         "unprompted_verification": float(np.mean([builtin.CUES.verify.strip() in t for t in texts])),
+        "accuracy_by_family": {str(f): float(np.mean(np.array(right)[families == f])) for f in sorted(set(families))},
+        "check_accuracy_by_style": {s: float(np.mean(np.array(judged)[styles == s])) for s in sorted(set(styles))},
     }

@@ -1,7 +1,10 @@
-"""Stage `data` (stage 0) on the built-in task: π₀'s own samples → trajectories with verifications.
+"""Stage `data` (stage 0): π₀'s own samples → difficulty-aware trajectories with verifications.
 
-Writes `workdir/data/trajectories.jsonl` (DESIGN.md section 3) and `workdir/data/summary.json`.
-Runs `base` first when the workdir has no π₀ and `model.path` is not set.
+Questions come from the built-in task (default: its solver writes exact verifications of both
+styles) or from `data.questions` (a questions JSONL or TFDS folder: graded with math-verify, its
+verifications written by a verifier model and kept only when their verdict agrees with the grader).
+Writes `workdir/data/{trajectories.jsonl, tfds/, summary.json}`; runs `base` first when the workdir
+has no π₀ and `model.path` is not set.
 """
 
 from __future__ import annotations
@@ -9,17 +12,37 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import ml_collections
 import numpy as np
 
-from sv_jax.construction import Attempt, build_trajectory, difficulty
+from sv_jax.construction import Attempt, build_trajectory, candidates, choose_style, difficulty
+from sv_jax.datasets import prepare_tfds
+from sv_jax.errors import UserError
 from sv_jax.io import write_jsonl
-from sv_jax.models import load_hf
+from sv_jax.models import LoadedModel, load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
-from sv_jax.tasks import builtin
-from sv_jax.trajectory import VERIFY, build, verdict
+from sv_jax.tasks import builtin, fill, response_format
+from sv_jax.tasks.grading import MathGrader
+from sv_jax.tasks.questions import Question, read_questions
+from sv_jax.trajectory import VERIFY, Cues, build, parse, verdict
+
+VerifyRequest = tuple[int, Attempt, str]  # (question index, attempt, style)
+
+
+class Source(Protocol):
+    """Where stage 0's questions come from, and how their samples are graded and verified."""
+
+    questions: list[Question]
+    cues: Cues
+
+    def prompt(self, question: Question) -> str: ...
+
+    def grade(self, texts: list[list[str]]) -> list[list[Attempt]]: ...
+
+    def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]: ...
 
 
 def policy_folder(config: ml_collections.ConfigDict) -> Path:
@@ -37,70 +60,171 @@ def policy_folder(config: ml_collections.ConfigDict) -> Path:
 
 def run(config: ml_collections.ConfigDict) -> None:
     settings = config.data
-    model = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
-    tokenizer = model.tokenizer
-    problems = task.draw_problems("train", settings.num_questions, config.seed)
+    if settings.questions:
+        questions = read_questions(settings.questions, settings.split)  # bad input fails before any work
+        policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
+        source: Source = QuestionsSource(config, questions, policy)
+    else:
+        policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
+        source = BuiltinSource(settings.num_questions, config.seed)
+    tokenizer = policy.tokenizer
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                        stop_sequences=stop_sequences_for(tokenizer, ()), vocab_size=len(tokenizer))
-    samples = Sampler(model.config, model.params, settings.batch_size).sample(
-        [tokenizer.encode(builtin.prompt(p), add_special_tokens=False) for p in problems],
+                        stop_sequences=stop_sequences_for(tokenizer, (source.cues.verify, source.cues.retry)),
+                        vocab_size=len(tokenizer))
+    samples = Sampler(policy.config, policy.params, settings.batch_size).sample(
+        [tokenizer.encode(source.prompt(q), add_special_tokens=False) for q in source.questions],
         spec, settings.k, config.seed, progress=True)
-
-    rng = np.random.default_rng(config.seed)
-    records, skipped, unanswered_samples, right_samples = [], Counter(), 0, 0
-    for problem, question_samples in zip(problems, samples):
-        attempts = [graded_attempt(problem, tokenizer.decode(s.token_ids, skip_special_tokens=True).strip())
-                    for s in question_samples]
-        right_samples += sum(a.correct for a in attempts)
-        accuracy = sum(a.correct for a in attempts) / len(attempts)
-        level = difficulty(accuracy, settings.level_bounds)
-        if accuracy == 0 and settings.use_reference:
-            reference = task.solution_text(task.solution_steps(problem))
-            attempts.append(Attempt(reference, str(problem.answer), True))
-        usable = [a for a in attempts if a.answer is not None]
-        unanswered_samples += len(attempts) - len(usable)
-
-        def verify(attempt: Attempt, style: str) -> str:
-            return task.verification(problem, int(attempt.answer), style)
-
-        actions = build_trajectory(usable, settings.rounds[level - 1], verify, settings.verification, rng)
-        if actions is None:
-            skipped["no right sample"] += 1
-            continue
-        records.append({
-            "id": problem.id, "question": problem.question, "answer": str(problem.answer),
-            "difficulty": level, "accuracy": accuracy,
-            "actions": [{"kind": a.kind, "text": a.text, "correct": a.correct, "mask": a.mask} for a in actions],
-            "text": build(actions, builtin.CUES)[0],
-        })
+    # A sample that starts to verify or retry unprompted is cut there: an attempt is one solve action,
+    # kept as sampled (its leading space included) so that SFT sees the tokens π₀ writes.
+    texts = [[parse(tokenizer.decode(s.token_ids, skip_special_tokens=True), source.cues)[0].text
+              for s in row] for row in samples]
+    records, summary = construct(source, source.grade(texts), settings, np.random.default_rng(config.seed))
 
     directory = Path(config.workdir) / "data"
     write_jsonl(directory / "trajectories.jsonl", records)
-    summary = summarize(records, len(problems), settings.k, right_samples / (len(problems) * settings.k), skipped)
-    summary["samples_without_final_answer"] = unanswered_samples
+    if settings.tfds:
+        prepare_tfds("trajectories", {"train": directory / "trajectories.jsonl"}, directory / "tfds")
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
-def graded_attempt(problem: task.Problem, text: str) -> Attempt:
-    answer = task.final_answer(text)
-    return Attempt(text, None if answer is None else str(answer), answer == problem.answer)
+def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collections.ConfigDict,
+              rng: np.random.Generator) -> tuple[list[dict], dict]:
+    """Graded samples → levels → verified candidate attempts → trajectory records, and the summary."""
+    levels, pools, requests = [], [], []
+    for index, (question, sampled) in enumerate(zip(source.questions, attempts)):
+        accuracy = sum(a.correct for a in sampled) / len(sampled)
+        levels.append((accuracy, difficulty(accuracy, settings.level_bounds)))
+        pool = list(sampled)
+        if accuracy == 0 and settings.use_reference and question.solution:
+            pool.append(Attempt(question.solution, question.answer, True))
+        pools.append(pool)
+        requests += [(index, a, choose_style(settings.verification, rng)) for a in candidates(pool)]
+    verified = source.verify(requests)
+    kept: list[dict[Attempt, str]] = [{} for _ in pools]
+    for (index, attempt, _), text in zip(requests, verified):
+        if text is not None:
+            kept[index][attempt] = text
+
+    records, skipped = [], Counter()
+    for question, (accuracy, level), pool, verifications in zip(source.questions, levels, pools, kept):
+        actions = build_trajectory(pool, settings.rounds[level - 1], verifications, rng)
+        if actions is None:
+            skipped["no right attempt" if not any(a.correct for a in pool) else "no kept verification of a right attempt"] += 1
+            continue
+        records.append({
+            "id": question.id, "question": question.question, "answer": question.answer,
+            "difficulty": level, "accuracy": accuracy,
+            "actions": [{"kind": a.kind, "text": a.text, "correct": a.correct, "mask": a.mask} for a in actions],
+            "text": build(actions, source.cues)[0],
+        })
+    summary = summarize(records, source.cues, len(source.questions), settings.k, attempts, skipped)
+    summary["verification_keep_rate"] = sum(t is not None for t in verified) / max(len(verified), 1)
+    return records, summary
 
 
-def summarize(records: list[dict], questions: int, k: int, accuracy: float, skipped: Counter) -> dict:
+def summarize(records: list[dict], cues: Cues, questions: int, k: int, attempts: list[list[Attempt]],
+              skipped: Counter) -> dict:
     """What a researcher checks before training on the data: levels, lengths, verdict balance."""
     verdicts_by_position: dict[int, list[bool]] = {}
     for record in records:
         verifications = [a for a in record["actions"] if a["kind"] == VERIFY]
         for position, action in enumerate(verifications, start=1):
-            verdicts_by_position.setdefault(position, []).append(verdict(action["text"], builtin.CUES) is True)
+            verdicts_by_position.setdefault(position, []).append(verdict(action["text"], cues) is True)
+    flat = [a for row in attempts for a in row]
     return {
         "questions": questions,
         "samples": questions * k,
-        "sample_accuracy": accuracy,
+        "sample_accuracy": float(np.mean([a.correct for a in flat])) if flat else 0.0,
+        "samples_without_final_answer": sum(a.answer is None for a in flat),
         "trajectories": len(records),
         "levels": {str(level): count for level, count in sorted(Counter(r["difficulty"] for r in records).items())},
         "mean_actions": float(np.mean([len(r["actions"]) for r in records])) if records else 0.0,
         "correct_verdict_share_by_position": {str(p): float(np.mean(v)) for p, v in sorted(verdicts_by_position.items())},
         "skipped": dict(skipped),
     }
+
+
+class BuiltinSource:
+    """The built-in task's training draw; the task's solver grades exactly and writes every check."""
+
+    cues = builtin.CUES
+
+    def __init__(self, count: int, seed: int):
+        self.problems = task.draw_problems("train", count, seed)
+        self.questions = [
+            Question(p.id, p.question, str(p.answer), task.solution_text(task.solution_steps(p))) for p in self.problems
+        ]
+
+    def prompt(self, question: Question) -> str:
+        return builtin.PROMPT.format(question=question.question)
+
+    def grade(self, texts: list[list[str]]) -> list[list[Attempt]]:
+        graded = []
+        for problem, row in zip(self.problems, texts):
+            answers = [task.final_answer(text) for text in row]
+            graded.append([Attempt(text, None if a is None else str(a), a == problem.answer) for text, a in zip(row, answers)])
+        return graded
+
+    def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]:
+        # After the cue, as after the checking exercises' "Check:" that π₀ learned to check from.
+        return [" " + task.verification(self.problems[i], int(attempt.answer), style) for i, attempt, style in requests]
+
+
+class QuestionsSource:
+    """A questions file: math-verify grades; a verifier model writes verifications in the asked
+    style, up to `tries` samples each, and the first whose verdict agrees with the grader is kept."""
+
+    def __init__(self, config: ml_collections.ConfigDict, questions: list[Question], policy: LoadedModel):
+        settings = config.data
+        self.questions = questions
+        self.template, self.cues = response_format(config)
+        self.settings = settings
+        self.seed = config.seed
+        if "{question}" not in self.template:
+            raise UserError("config key 'data.prompt' must contain {question}")
+        for style, template in settings.verifier.prompts.items():
+            if "{question}" not in template or "{attempt}" not in template:
+                raise UserError(f"config key 'data.verifier.prompts.{style}' must contain {{question}} and {{attempt}}")
+        verifier = settings.verifier
+        self.verifier = (load_hf(verifier.path, config.model.dtype, config.model.param_dtype)
+                         if verifier.path else policy)
+
+    def prompt(self, question: Question) -> str:
+        return fill(self.template, question=question.question)
+
+    def grade(self, texts: list[list[str]]) -> list[list[Attempt]]:
+        grader = self.settings.grader
+        flat = [(q.answer, text) for q, row in zip(self.questions, texts) for text in row]
+        with MathGrader(grader.workers, grader.timeout_s) as math_grader:
+            results = iter(math_grader.grade([r for r, _ in flat], [t for _, t in flat]))
+        graded = []
+        for row in texts:
+            graded.append([Attempt(text, answer, correct) for text, (correct, answer) in zip(row, results)])
+        return graded
+
+    def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]:
+        verifier, settings = self.verifier, self.settings.verifier
+        tokenizer = verifier.tokenizer
+        prompts = [
+            tokenizer.encode(fill(settings.prompts[style], question=self.questions[i].question, attempt=attempt.text,
+                                  correct=self.cues.verdict_correct, incorrect=self.cues.verdict_incorrect),
+                             add_special_tokens=False)
+            for i, attempt, style in requests
+        ]
+        spec = SamplingSpec(
+            max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+            stop_sequences=stop_sequences_for(tokenizer, (self.cues.verdict_correct, self.cues.verdict_incorrect)),
+            vocab_size=len(tokenizer))
+        samples = Sampler(verifier.config, verifier.params, self.settings.batch_size).sample(
+            prompts, spec, settings.tries, self.seed + 1, progress=True)
+        kept = []
+        for (_, attempt, _), tries in zip(requests, samples):
+            texts = [tokenizer.decode(s.token_ids, skip_special_tokens=True).strip() for s in tries]
+            agreeing = [t for t in texts if verdict(t, self.cues) == attempt.correct and self._is_one_action(t)]
+            kept.append(agreeing[0] if agreeing else None)
+        return kept
+
+    def _is_one_action(self, text: str) -> bool:
+        return self.cues.verify not in text and self.cues.retry not in text
+

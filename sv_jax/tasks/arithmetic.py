@@ -67,6 +67,12 @@ def make_problem(family: int, numbers: tuple[int, ...]) -> Problem:
     return Problem(family, tuple(numbers), question, answer)
 
 
+def problem_of(problem_id: str) -> Problem:
+    """The problem a `Problem.id` names (`f3-50-9-9`)."""
+    family, *numbers = problem_id.removeprefix("f").split("-")
+    return make_problem(int(family), tuple(int(n) for n in numbers))
+
+
 def draw_numbers(family: int, rng: np.random.Generator) -> tuple[int, ...]:
     """Numbers from the ranges of DESIGN.md section 4."""
     pick = lambda low, high: int(rng.integers(low, high + 1))  # noqa: E731 - inclusive ranges, as written there
@@ -185,7 +191,7 @@ def slipped_solution(problem: Problem, rng: np.random.Generator) -> tuple[str, i
     The slip never falls on a step that a check of this problem also computes (family 2's division,
     say), so no check can be passed by copying the attempt's wrong result.
     """
-    checked = {(s.left, s.op, s.right) for style in STYLES for s in _verification_steps(problem, problem.answer, style)[0]}
+    checked = {(s.left, s.op, s.right) for style in STYLES for s in verification_steps(problem, problem.answer, style)[0]}
     slippable = [i for i, s in enumerate(solution_steps(problem)) if (s.left, s.op, s.right) not in checked]
     while True:
         slip_at = int(rng.choice(slippable))
@@ -232,12 +238,12 @@ def _product_by_parts(x: int, y: int) -> list[Step]:
 
 def verification(problem: Problem, proposed: int, style: str) -> str:
     """A verify action for `proposed`: a worked check, the two numbers it compares, the verdict."""
-    steps, reached, target = _verification_steps(problem, proposed, style)
+    steps, reached, target = verification_steps(problem, proposed, style)
     body = " ".join(s.text() for s in steps) + f" {reached} vs {target} ."
     return f"{body} {_verdict(reached == target)}"
 
 
-def _verification_steps(problem: Problem, proposed: int, style: str) -> tuple[list[Step], int, int]:
+def verification_steps(problem: Problem, proposed: int, style: str) -> tuple[list[Step], int, int]:
     """The check's steps and the two numbers it compares."""
     n = problem.numbers
     if style == "problem_solving":

@@ -9,8 +9,10 @@ from sv_jax.trajectory import Cues
 
 PROMPT = "Question: {question}\nAnswer:"
 CHECK_PROMPT = "Question: {question}\nProposed answer: {proposed}\nCheck:"
-# Shorter than the paper's cues: on a CPU every token of a trajectory costs.
-CUES = Cues(verify="\nCheck: ", retry="\nRetry: ", verdict_correct=task.VERDICT_RIGHT,
+# Shorter than the paper's cues: on a CPU every token of a trajectory costs. Actions start with a space
+# (" 12 - 5 = 7 ..."), as π₀ writes them after "Answer:"; the verify cue ends as the checking
+# exercises' prompt does, so a verification in a trajectory reads like the checks π₀ learned.
+CUES = Cues(verify="\nCheck:", retry="\nRetry:", verdict_correct=task.VERDICT_RIGHT,
             verdict_incorrect=task.VERDICT_WRONG)
 
 
@@ -24,15 +26,30 @@ def check_exercise(problem: task.Problem, proposed: int, style: str) -> tuple[st
     return CHECK_PROMPT.format(question=problem.question, proposed=proposed), " " + task.verification(problem, proposed, style)
 
 
-def pretraining_document(problem: task.Problem, rng: np.random.Generator, slip_rate: float, check_share: float) -> str:
-    """One document of π₀'s corpus: a solved question (slipped with probability `slip_rate`), or, with
-    probability `check_share`, a checking exercise of a right or slipped answer (half each)."""
+def pretraining_document(problem: task.Problem, rng: np.random.Generator, slip_rate: float,
+                         check_share: float) -> tuple[str, str]:
+    """One document of π₀'s corpus as (context, continuation): a solved question (slipped with
+    probability `slip_rate`), or, with probability `check_share`, a checking exercise of a right or
+    slipped answer (half each). The context is the question, which π₀ is given, not taught."""
     if rng.random() < check_share:
         proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng)[1]
-        check_prompt, check = check_exercise(problem, proposed, task.STYLES[int(rng.integers(2))])
-        return check_prompt + check
+        return check_exercise(problem, proposed, task.STYLES[int(rng.integers(2))])
     if rng.random() < slip_rate:
         solution = task.slipped_solution(problem, rng)[0]
     else:
         solution = task.solution_text(task.solution_steps(problem))
-    return prompt(problem) + " " + solution
+    return prompt(problem), " " + solution
+
+
+def arithmetic_drill(rng: np.random.Generator, facts: int) -> str:
+    """`facts` single-step results drawn from the steps that solutions and both checking styles of
+    training questions compute (checks of slipped answers too): the arithmetic a real initial policy
+    already knows, given to ours densely instead of two facts per worked solution."""
+    steps: list[task.Step] = []
+    while len(steps) < facts:
+        problem = task.draw_problem("train", rng)
+        proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng)[1]
+        style = task.STYLES[int(rng.integers(2))]
+        steps += task.solution_steps(problem) + task.verification_steps(problem, proposed, style)[0]
+    chosen = rng.choice(len(steps), facts, replace=False)
+    return " ".join(steps[i].text() for i in chosen)

@@ -1,0 +1,106 @@
+"""Stage `eval`: a policy's accuracy and self-verification figures on held-out questions.
+
+The policy answers each question once (greedy by default) in the response format, stopping after a
+"correct" verdict or `eval.max_attempts` attempts. Writes `workdir/eval/<name>.json` (the figures
+of `sv_jax.evaluation`) and `workdir/eval/<name>.records.jsonl` (one record per question). A policy
+named from the workdir (`base`, `sft`, `sft_correct_only`, `rl`) is trained first if missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+from pathlib import Path
+
+import ml_collections
+
+from sv_jax.errors import UserError
+from sv_jax.evaluation import read_attempts, score, truncate
+from sv_jax.io import write_jsonl
+from sv_jax.models import load_hf
+from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.tasks import arithmetic as task
+from sv_jax.tasks import fill, response_format
+from sv_jax.tasks.grading import MathGrader
+from sv_jax.tasks.questions import Question, read_questions
+from sv_jax.trajectory import build, parse
+
+POLICIES = ("base", "sft", "sft_correct_only", "rl")
+
+
+def policy_folder(config: ml_collections.ConfigDict) -> Path:
+    """The folder of `eval.policy` in the workdir (made first when missing), or `model.path`."""
+    policy = config.eval.policy
+    if not policy:
+        if not config.model.path:
+            raise UserError("config keys 'eval.policy' and 'model.path' are both empty: name a policy to evaluate")
+        return Path(config.model.path)
+    if policy not in POLICIES:
+        raise UserError(f"config key 'eval.policy': {policy!r} is not one of {', '.join(POLICIES)}")
+    folder = Path(config.workdir) / policy / "model"
+    if not (folder / "config.json").exists():
+        print(f"eval: no {policy} policy in the workdir; training it first")
+        make = copy.deepcopy(config)
+        stage = "sft" if policy.startswith("sft") else policy
+        if stage == "sft":
+            make.sft.baseline = "correct_only" if policy == "sft_correct_only" else ""
+        importlib.import_module(f"sv_jax.stages.{stage}").run(make)
+    return folder
+
+
+def questions_for(config: ml_collections.ConfigDict) -> list[Question]:
+    if config.eval.dataset:
+        return read_questions(config.eval.dataset, config.eval.split)
+    return [Question(p.id, p.question, str(p.answer)) for p in
+            task.draw_problems("test", config.eval.num_questions, config.eval.seed)]
+
+
+def run(config: ml_collections.ConfigDict) -> dict:
+    settings = config.eval
+    questions = questions_for(config)  # bad input fails before any work
+    policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
+    tokenizer = policy.tokenizer
+    template, cues = response_format(config)
+    spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                        stop_sequences=stop_sequences_for(tokenizer, (cues.verdict_correct,)),
+                        vocab_size=len(tokenizer))
+    samples = Sampler(policy.config, policy.params, settings.batch_size).sample(
+        [tokenizer.encode(fill(template, question=q.question), add_special_tokens=False) for q in questions],
+        spec, 1, settings.seed, progress=True)
+    responses = [truncate(parse(tokenizer.decode(row[0].token_ids, skip_special_tokens=True), cues), cues,
+                          settings.max_attempts) for row in samples]
+    texts = [[a.text for a in r if a.kind == "solve"] for r in responses]
+    correct = iter(grade(config, questions, texts))
+    attempts = [read_attempts(r, cues, lambda _: next(correct)) for r in responses]
+    tokens = [len(tokenizer.encode(_joined(r, cues), add_special_tokens=False)) for r in responses]
+    figures = score(attempts, tokens)
+
+    name = settings.name or settings.policy or "model"
+    directory = Path(config.workdir) / "eval"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_jsonl(directory / f"{name}.records.jsonl", (
+        {"id": q.id, "question": q.question, "answer": q.answer, "response": _joined(r, cues),
+         "attempts": [{"correct": a.correct, "verdict": a.verdict} for a in graded]}
+        for q, r, graded in zip(questions, responses, attempts)))
+    print(f"eval {name}: " + ", ".join(f"{k} {_show(v)}" for k, v in figures.items()))
+    return figures
+
+
+def grade(config: ml_collections.ConfigDict, questions: list[Question], texts: list[list[str]]) -> list[bool]:
+    """Whether each attempt (in order, question by question) is right: exactly on the built-in task,
+    with math-verify on a questions file."""
+    if not config.eval.dataset:
+        return [task.grade(task.problem_of(q.id), text) for q, row in zip(questions, texts) for text in row]
+    pairs = [(q.answer, text) for q, row in zip(questions, texts) for text in row]
+    with MathGrader(config.data.grader.workers, config.data.grader.timeout_s) as grader:
+        return [right for right, _ in grader.grade([a for a, _ in pairs], [t for _, t in pairs])]
+
+
+def _joined(actions, cues) -> str:
+    return build(actions, cues)[0]
+
+
+def _show(value) -> str:
+    return "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))

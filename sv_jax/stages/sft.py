@@ -1,0 +1,102 @@
+"""Stage `sft` (stage 1, behavior initialization): masked cross-entropy on stage 0's trajectories.
+
+Every verification, retry cue and the final attempt are learned; wrong attempts are not (mask 0),
+and a KL to π₀ on every response token holds the first-attempt skill the mask no longer trains.
+`sft.baseline = "correct_only"` trains the paper's comparison instead: the same questions' right
+attempts alone. Writes `workdir/<sft | sft_correct_only>/{model, metrics.jsonl, tensorboard,
+checkpoints}`; runs `data` (and `base`) first when the workdir has no trajectories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from sv_jax.datasets import read_tfds
+from sv_jax.errors import UserError
+from sv_jax.io import numbered_jsonl
+from sv_jax.models import load_hf, save_hf
+from sv_jax.stages import data
+from sv_jax.tasks import fill, response_format
+from sv_jax.training.batches import Batches, Example
+from sv_jax.training.lm import LMStep, init_train_state
+from sv_jax.training.loop import train
+from sv_jax.training.optimizer import make_optimizer
+from sv_jax.trajectory import PROMPT, SOLVE, VERIFY, Action, Cues, tokenize
+
+BASELINES = ("", "correct_only")
+
+
+def output_name(baseline: str) -> str:
+    return "sft_correct_only" if baseline == "correct_only" else "sft"
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    settings = config.sft
+    if settings.baseline not in BASELINES:
+        raise UserError(f"config key 'sft.baseline': {settings.baseline!r} is not one of '', 'correct_only'")
+    records = read_trajectories(config)
+    policy = load_hf(data.policy_folder(config), config.model.dtype, config.model.param_dtype)
+    template, cues = response_format(config)
+    examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), r["actions"], cues,
+                           settings.baseline) for r in records]
+    batches = Batches(examples, settings.batch_size, settings.seq_len, settings.micro_batches, config.seed,
+                      settings.pack)
+    epochs = settings.steps * settings.batch_size / batches.rows_per_epoch
+    print(f"sft: {len(examples)} trajectories, {batches.rows_per_epoch} rows an epoch, {epochs:.1f} epochs"
+          + (f", {batches.truncated} cut at seq_len {settings.seq_len}" if batches.truncated else ""))
+
+    model_config = policy.config.replace(remat=settings.remat)
+    optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps, settings.warmup_steps,
+                                         settings.weight_decay, settings.clip_norm)
+    step = jax.jit(LMStep(model_config, optimizer, settings.kl_coef), donate_argnums=0)
+    reference = policy.params if settings.kl_coef else None
+    state = init_train_state(jax.tree.map(jax.numpy.copy, policy.params), optimizer)
+    directory = Path(config.workdir) / output_name(settings.baseline)
+    state = train(state, lambda s, batch: step(s, batch, reference), batches, settings.steps, directory,
+                  settings.checkpoint_every, settings.log_every, schedule, description=output_name(settings.baseline))
+    save_hf(directory / "model", policy.config, state.params, policy.tokenizer)
+    print(f"sft: policy written to {directory / 'model'}")
+
+
+def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline: str) -> Example:
+    """One trajectory as a training sequence; for `correct_only`, its final (right) attempt alone."""
+    chosen = [Action(a["kind"], a["text"], a["correct"], a["mask"]) for a in actions]
+    if baseline == "correct_only":
+        chosen = [Action(SOLVE, chosen[-2].text, True, 1)]
+    tokenized = tokenize(tokenizer, prompt, chosen, cues)
+    response = (tokenized.action != PROMPT).astype(np.int32)
+    return Example(tokenized.tokens, tokenized.loss_mask, response)
+
+
+def read_trajectories(config: ml_collections.ConfigDict) -> list[dict]:
+    """`sft.trajectories` (JSONL or TFDS folder), or the workdir's stage 0 output, made first if missing."""
+    source = config.sft.trajectories
+    if not source:
+        folder = Path(config.workdir) / "data"
+        if not (folder / "trajectories.jsonl").exists():
+            print("sft: no trajectories in the workdir; running stage data first")
+            data.run(config)
+        source = folder / "trajectories.jsonl"
+    source = Path(source)
+    if source.is_dir():
+        return [_checked(r, f"{source} example {i}") for i, r in enumerate(read_tfds(source, "train"))]
+    return [_checked(r, f"{source}:{n}") for n, r in numbered_jsonl(source, required=("question", "actions"))]
+
+
+def _checked(record: dict, where: str) -> dict:
+    """A trajectory record whose actions alternate solve / verify and end on a right attempt's verification."""
+    actions = record["actions"]
+    if not isinstance(actions, list) or len(actions) < 2 or len(actions) % 2:
+        raise UserError(f"{where}: 'actions' must be a list of solve, verify pairs")
+    for i, action in enumerate(actions):
+        if not isinstance(action, dict) or action.get("kind") != (SOLVE, VERIFY)[i % 2]:
+            raise UserError(f"{where}: action {i} must be a {(SOLVE, VERIFY)[i % 2]} action")
+        if not isinstance(action.get("text"), str) or action.get("mask") not in (0, 1):
+            raise UserError(f"{where}: action {i} needs a string 'text' and a 'mask' of 0 or 1")
+    if not actions[-2].get("correct"):
+        raise UserError(f"{where}: the last attempt is not marked correct")
+    return record

@@ -1,0 +1,89 @@
+"""Stages sft and eval on the tiny preset: outputs, the correct-only baseline, and an exact resume
+after the process is killed."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import transformers
+from safetensors.numpy import load_file
+
+from configs import eval as eval_config
+from sv_jax.evaluation import FIGURES
+from sv_jax.stages import eval as eval_stage
+from sv_jax.stages import sft
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_eval_of_a_missing_policy_trains_it_through_every_stage(tmp_path):
+    config = eval_config.get_config("tiny")
+    config.workdir = str(tmp_path)
+    figures = eval_stage.run(config)  # base → data → sft → eval
+    assert set(figures) == set(FIGURES) and figures["n"] == config.eval.num_questions
+    metrics = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4]
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "kl"} <= set(metrics[-1])
+    assert (tmp_path / "sft" / "tensorboard").is_dir()
+    transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "model")
+    assert json.loads((tmp_path / "eval" / "sft.json").read_text()) == figures
+    records = (tmp_path / "eval" / "sft.records.jsonl").read_text().splitlines()
+    assert len(records) == figures["n"]
+
+    config.eval.policy = "sft_correct_only"
+    eval_stage.run(config)
+    assert (tmp_path / "sft_correct_only" / "model" / "config.json").exists()
+    assert (tmp_path / "eval" / "sft_correct_only.json").exists()
+
+
+def test_correct_only_examples_are_the_final_attempt_alone():
+    from sv_jax.tasks import builtin
+    from sv_jax.tasks.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["Question: 1 + 1\nAnswer: 1 + 1 = 2 . The answer is 2 . So the answer is right ."])
+    actions = [{"kind": "solve", "text": " 1 + 1 = 3 . The answer is 3 .", "correct": False, "mask": 0},
+               {"kind": "verify", "text": " 3 vs 2 . So the answer is wrong .", "correct": True, "mask": 1},
+               {"kind": "solve", "text": " 1 + 1 = 2 . The answer is 2 .", "correct": True, "mask": 1},
+               {"kind": "verify", "text": " 2 vs 2 . So the answer is right .", "correct": True, "mask": 1}]
+    s2r = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "")
+    baseline = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "correct_only")
+    assert tokenizer.decode(baseline.tokens, skip_special_tokens=True) == "Question: 1 + 1\nAnswer: 1 + 1 = 2 . The answer is 2 ."
+    assert baseline.loss_mask.sum() == baseline.kl_mask.sum()  # the whole response is learned
+    wrong_tokens = s2r.kl_mask.sum() - s2r.loss_mask.sum()
+    assert wrong_tokens == len(tokenizer.encode(actions[0]["text"]))  # only the wrong attempt is masked
+
+
+def sft_command(workdir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "sv_jax.main", "--config=configs/sft.py:tiny", f"--workdir={workdir}",
+            "--config.sft.steps=12", "--config.sft.checkpoint_every=2", *overrides]
+
+
+def test_killed_sft_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
+    config = eval_config.get_config("tiny")
+    config.workdir = str(tmp_path / "a")
+    sft.read_trajectories(config)  # base and data, shared by both runs
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+
+    killed = subprocess.Popen(sft_command(tmp_path / "a"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "a" / "sft" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert killed.poll() is None and time.time() < deadline, "sft ended before its first checkpoint"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "a" / "sft" / "model").exists()
+
+    for workdir in (tmp_path / "a", tmp_path / "b"):
+        subprocess.run(sft_command(workdir), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    resumed, uninterrupted = (load_file(tmp_path / w / "sft" / "model" / "model.safetensors") for w in "ab")
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=name)
