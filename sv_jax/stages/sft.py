@@ -18,7 +18,9 @@ import numpy as np
 from sv_jax.datasets import read_tfds
 from sv_jax.errors import UserError
 from sv_jax.io import numbered_jsonl
-from sv_jax.models import load_hf, save_hf
+from sv_jax.models import ModelConfig, load_hf, save_hf
+from sv_jax.models.hf import read_hf_config
+from sv_jax.sharding import batch_sharding, data_parallelism, make_mesh, param_shardings
 from sv_jax.stages import data
 from sv_jax.tasks import fill, response_format
 from sv_jax.training.batches import Batches, Example
@@ -38,8 +40,15 @@ def run(config: ml_collections.ConfigDict) -> None:
     settings = config.sft
     if settings.baseline not in BASELINES:
         raise UserError(f"config key 'sft.baseline': {settings.baseline!r} is not one of '', 'correct_only'")
+    mesh = make_mesh(config.mesh.shape, config.mesh.axes)
+    split = settings.micro_batches * data_parallelism(mesh)
+    if settings.batch_size % split:
+        raise UserError(f"config key 'sft.batch_size' ({settings.batch_size}) must be a multiple of "
+                        f"micro_batches x the mesh's data-parallel devices ({split})")
     records = read_trajectories(config)
-    policy = load_hf(data.policy_folder(config), config.model.dtype, config.model.param_dtype)
+    folder = data.policy_folder(config)
+    policy = load_hf(folder, config.model.dtype, config.model.param_dtype,
+                     shardings=param_shardings(ModelConfig.from_hf(read_hf_config(folder)), mesh))
     template, cues = response_format(config)
     examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), r["actions"], cues,
                            settings.baseline) for r in records]
@@ -56,8 +65,10 @@ def run(config: ml_collections.ConfigDict) -> None:
     reference = policy.params if settings.kl_coef else None
     state = init_train_state(jax.tree.map(jax.numpy.copy, policy.params), optimizer)
     directory = Path(config.workdir) / output_name(settings.baseline)
-    state = train(state, lambda s, batch: step(s, batch, reference), batches, settings.steps, directory,
-                  settings.checkpoint_every, settings.log_every, schedule, description=output_name(settings.baseline))
+    on_mesh = batch_sharding(mesh)
+    state = train(state, lambda s, batch: step(s, batch, reference), lambda i: jax.device_put(batches(i), on_mesh),
+                  settings.steps, directory, settings.checkpoint_every, settings.log_every, schedule,
+                  description=output_name(settings.baseline))
     save_hf(directory / "model", policy.config, state.params, policy.tokenizer)
     print(f"sft: policy written to {directory / 'model'}")
 
