@@ -1,0 +1,117 @@
+"""Stage 2's rewards, from a sampled response to a per-token `[time]` array (DESIGN.md section 2).
+
+Outcome level: one reward for the response's final answer. Process level: one reward per action —
+a solve action by its correctness, a verify action by whether its verdict matches the truth of the
+attempt it verifies — and a penalty on every token of a response with no proper end. Host-side
+NumPy: rewards need the grader, which reads text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sv_jax.trajectory import CUE, SOLVE, VERIFY, Action, Cues, build, parse, verdict
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardValues:
+    right: float = 1.0  # a right final answer / solve action; a verdict that matches the truth
+    wrong: float = -1.0
+    no_end: float = -1.0  # every token of a response that never ends properly
+    verify_bonus: float = 1.0  # factor on a verify reward when the attempt it verifies is right
+    retry_bonus: float = 1.0  # factor on a solve reward when it flips a wrong attempt to a right one
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A parsed response: its actions, each token's action (CUE for cue / EOS tokens), each action's
+    reward, each solve's correctness, and whether it ended properly."""
+
+    actions: list[Action]
+    token_action: np.ndarray
+    action_rewards: np.ndarray
+    solve_correct: list[bool]
+    ended: bool
+
+    @property
+    def final_correct(self) -> bool:
+        return bool(self.solve_correct and self.solve_correct[-1])
+
+
+def token_actions(pieces: Sequence[str], cues: Cues) -> tuple[list[Action], np.ndarray]:
+    """The actions of the text that `pieces` (each sampled token's text) spell, and each token's
+    action index: the action whose span holds the token's first character, else CUE."""
+    text = "".join(pieces)
+    actions = parse(text, cues)
+    _, spans = build(actions, cues)
+    starts = np.cumsum([0] + [len(p) for p in pieces[:-1]])
+    owner = np.full(len(pieces), CUE, np.int32)
+    for index, (start, end) in enumerate(spans):
+        owner[(starts >= start) & (starts < end)] = index
+    return actions, owner
+
+
+def score_response(pieces: Sequence[str], ended: bool, cues: Cues, is_correct: Callable[[str], bool],
+                   values: RewardValues = RewardValues()) -> Scored:
+    """Parses a response and gives each action its process-level reward.
+
+    `ended`: sampling stopped on EOS or a stop phrase, not at the token limit; the response ends
+    properly when it also ends on a readable verdict. A verify action is judged against the solve
+    action just before it.
+    """
+    actions, owner = token_actions(pieces, cues)
+    rewards, solve_correct, last_attempt = [], [], None
+    for action in actions:
+        if action.kind == SOLVE:
+            correct = is_correct(action.text)
+            flipped = bool(solve_correct) and not solve_correct[-1] and correct
+            reward = values.right if correct else values.wrong
+            rewards.append(reward * (values.retry_bonus if flipped else 1.0))
+            solve_correct.append(correct)
+            last_attempt = correct
+        else:
+            said = verdict(action.text, cues)
+            matches = said is not None and last_attempt is not None and said == last_attempt
+            reward = values.right if matches else values.wrong
+            rewards.append(reward * (values.verify_bonus if last_attempt else 1.0))
+    proper = ended and actions[-1].kind == VERIFY and verdict(actions[-1].text, cues) is not None
+    return Scored(actions, owner, np.asarray(rewards, np.float32), solve_correct, proper)
+
+
+def outcome_tokens(scored: Scored, length: int, values: RewardValues = RewardValues()) -> np.ndarray:
+    """`[length]`: the final answer's reward on the response's last token."""
+    rewards = np.zeros(length, np.float32)
+    if len(scored.token_action):
+        rewards[len(scored.token_action) - 1] = values.right if scored.final_correct else values.wrong
+    return rewards
+
+
+def process_tokens(scored: Scored, advantages: np.ndarray, length: int, credit: str,
+                   values: RewardValues = RewardValues()) -> np.ndarray:
+    """`[length]` per-token credit from per-action `advantages` (rewards minus baselines).
+
+    `action`: every token of an action carries its action's advantage, cue tokens 0 (the paper's
+    scheme). `reward_to_go`: each token carries the sum of the advantages of its action and all
+    later ones (the reward sits on an action's last token; returns sum what follows). A response with
+    no proper end carries `values.no_end` on every token instead.
+    """
+    owner = scored.token_action
+    out = np.zeros(length, np.float32)
+    if not scored.ended:
+        out[: len(owner)] = values.no_end
+        return out
+    if credit == "action":
+        inside = owner >= 0
+        out[: len(owner)][inside] = advantages[owner[inside]]
+        return out
+    if credit != "reward_to_go":
+        raise ValueError(f"process credit {credit!r}; known: action, reward_to_go")
+    # The return of a token: the advantages of its action and every later one; a cue token comes
+    # after the reward of the action before it, so it carries what follows it (0 after the last).
+    to_go = np.append(np.cumsum(advantages[::-1])[::-1], 0.0)
+    next_action = np.minimum.accumulate(np.where(owner >= 0, owner, len(advantages))[::-1])[::-1]
+    out[: len(owner)] = to_go[next_action]
+    return out

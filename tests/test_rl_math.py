@@ -1,0 +1,117 @@
+"""Stage 2's numerics against hand-made arrays and NumPy references: reward placement, baselines,
+GAE, and the direction of the PPO gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sv_jax.tasks import builtin
+from sv_jax.training.advantages import (KeyedMeanBaseline, baseline_keys, gae, leave_one_out,
+                                        leave_one_out_by_position, whiten)
+from sv_jax.training.ppo import ppo_loss
+from sv_jax.training.rewards import outcome_tokens, process_tokens, score_response
+
+CUES = builtin.CUES
+# A response as its sampled tokens' texts: a wrong attempt, a verification that catches it, a right
+# attempt, a verification that confirms it, EOS (the empty piece).
+PIECES = [" 5", " .", "\nCheck:", " no", " .", " So the answer is wrong .", "\nRetry:", " 7", " .",
+          "\nCheck:", " yes", " So the answer is right .", ""]
+#           a0    a0   cue  a1   a1   a1   cue  a2   a2   cue  a3   a3   eos
+
+
+def is_correct(text):
+    return "7" in text
+
+
+def test_actions_and_their_rewards():
+    scored = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    assert [a.kind for a in scored.actions] == ["solve", "verify", "solve", "verify"]
+    np.testing.assert_array_equal(scored.token_action, [0, 0, -1, 1, 1, 1, -1, 2, 2, -1, 3, 3, -1])
+    np.testing.assert_array_equal(scored.action_rewards, [-1, 1, 1, 1])
+    assert scored.ended and scored.final_correct
+
+
+def test_action_credit_places_each_actions_advantage_on_its_tokens():
+    scored = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    advantages = np.array([-1.5, 0.5, 1.0, 0.25], np.float32)
+    placed = process_tokens(scored, advantages, 15, "action")
+    np.testing.assert_array_equal(placed, [-1.5, -1.5, 0, .5, .5, .5, 0, 1, 1, 0, .25, .25, 0, 0, 0])
+
+
+def test_reward_to_go_sums_what_follows_each_token():
+    scored = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    advantages = np.array([-1.5, 0.5, 1.0, 0.25], np.float32)
+    placed = process_tokens(scored, advantages, 14, "reward_to_go")
+    a0, a1, a2, a3 = 0.25, 1.75, 1.25, 0.25  # to go from action 0, 1, 2, 3
+    np.testing.assert_allclose(placed, [a0, a0, a1, a1, a1, a1, a2, a2, a2, a3, a3, a3, 0, 0])
+
+
+def test_a_response_without_proper_end_is_penalized_everywhere_and_outcome_sits_on_the_last_token():
+    cut = score_response(PIECES[:5], ended=False, cues=CUES, is_correct=is_correct)
+    np.testing.assert_array_equal(process_tokens(cut, np.zeros(2), 7, "action"), [-1] * 5 + [0, 0])
+    full = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    np.testing.assert_array_equal(outcome_tokens(full, 14), [0] * 12 + [1, 0])
+
+
+def test_bonuses_double_a_verify_of_a_right_attempt_and_a_flip_to_right():
+    from sv_jax.training.rewards import RewardValues
+
+    scored = score_response(PIECES, True, CUES, is_correct, RewardValues(verify_bonus=2.0, retry_bonus=2.0))
+    np.testing.assert_array_equal(scored.action_rewards, [-1, 1, 2, 2])
+
+
+def test_leave_one_out_equals_a_hand_count():
+    rewards = np.array([[1.0, -1.0, -1.0, 1.0]])
+    np.testing.assert_allclose(leave_one_out(rewards), [[1 + 1 / 3, -1 - 1 / 3, -1 - 1 / 3, 1 + 1 / 3]])
+    by_position = leave_one_out_by_position([np.array([1.0, 1.0]), np.array([-1.0]), np.array([1.0, -1.0, 1.0])],
+                                            group=[0, 0, 0])
+    np.testing.assert_allclose(by_position[0], [1 - 0.0, 1 - (-1.0)])
+    np.testing.assert_allclose(by_position[2], [1 - 0.0, -1 - 1.0, 1 - 0.0])
+
+
+def test_keyed_baselines_follow_position_level_and_prefix():
+    assert baseline_keys("prefix", [False, True, True]) == [(), (False,), (False, True)]
+    assert baseline_keys("level_position", [True, True], level=3) == [(3, 0), (3, 1)]
+    baseline = KeyedMeanBaseline(momentum=0.5)
+    baseline.update([0, 0, 1], [1.0, 0.0, -1.0])
+    baseline.update([0], [0.0])
+    np.testing.assert_allclose(baseline([0, 1, 2]), [0.25, -1.0, 0.0])
+
+
+def test_gae_equals_a_numpy_reference():
+    rng = np.random.default_rng(0)
+    rewards, values = rng.normal(size=(2, 6)).astype(np.float32), rng.normal(size=(2, 6)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], np.float32)
+    gamma, lam = 0.9, 0.8
+    expected = np.zeros_like(rewards)
+    for b in range(2):
+        n = int(mask[b].sum())
+        running = 0.0
+        for t in reversed(range(n)):
+            next_value = values[b, t + 1] if t + 1 < n else 0.0
+            running = rewards[b, t] + gamma * next_value - values[b, t] + gamma * lam * running
+            expected[b, t] = running
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(returns, (expected + values) * mask, rtol=1e-5, atol=1e-6)
+    whitened = whiten(advantages, mask)
+    assert float((whitened * mask).sum()) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_ppo_gradient_raises_positive_and_lowers_negative_advantage_tokens():
+    logprobs = jnp.log(jnp.array([[0.3, 0.5, 0.2]]))
+    advantages = jnp.array([[1.0, -1.0, 0.0]])
+    mask = jnp.ones((1, 3))
+    grad = jax.grad(lambda lp: ppo_loss(lp, logprobs, advantages, mask)[0])(logprobs)
+    assert grad[0, 0] < 0 < grad[0, 1] and grad[0, 2] == 0  # descent raises token 0, lowers token 1
+
+
+def test_kl_term_is_zero_when_policy_and_reference_agree():
+    logprobs = jnp.log(jnp.array([[0.3, 0.5]]))
+    _, metrics = ppo_loss(logprobs, logprobs, jnp.zeros((1, 2)), jnp.ones((1, 2)), reference_logprobs=logprobs,
+                          kl_coef=0.1)
+    assert float(metrics["kl"]) == 0.0
+    _, metrics = ppo_loss(logprobs, logprobs, jnp.zeros((1, 2)), jnp.ones((1, 2)),
+                          reference_logprobs=logprobs - 0.3, kl_coef=0.1)
+    assert float(metrics["kl"]) > 0
