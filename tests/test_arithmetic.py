@@ -107,3 +107,8 @@ def test_asking_for_more_problems_than_exist_is_an_error():
 
     with pytest.raises(ValueError, match="distinct test problems"):
         task.draw_problems("test", 1000, seed=0, families=(3,))  # family 3 has ~440 test questions
+
+
+def test_a_problem_is_recovered_from_its_id():
+    for problem in task.draw_problems("test", 50, seed=3):
+        assert task.problem_of(problem.id) == problem
