@@ -20,7 +20,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.base.slip_rate = 0.3
     config.base.check_share = 0.4
     # Arithmetic drills: documents of bare single-step results, the facts solutions and checks use.
-    config.base.drill_share = 0.4
+    config.base.drill_share = 0.25
     config.base.drill_facts = 8
     config.base.learn_questions = False  # questions are context, as for an instruction model
     # Rows pack whole documents, one segment a row. Most are short (cheap); every `long_every`-th
@@ -31,8 +31,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.base.long_every = 8
     config.base.batch_size = 64  # short rows a batch
     config.base.micro_batches = 4  # a batch's rows in this many slices, summed in one step (faster on CPU)
-    config.base.steps = 700
-    config.base.learning_rate = 5e-3
+    # Measured (2-core CPU, ~1 s a step): the arithmetic comes suddenly, between steps 600 (8.5 %
+    # greedy accuracy) and 1200 (49 %) of a 2400-step schedule; 450- and 700-step runs stay under 10 %.
+    config.base.steps = 1200
+    config.base.learning_rate = 3e-3
     config.base.warmup_steps = 100
     config.base.weight_decay = 0.01
     config.base.checkpoint_every = 250
