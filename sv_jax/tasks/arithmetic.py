@@ -237,10 +237,17 @@ def _product_by_parts(x: int, y: int) -> list[Step]:
 
 
 def verification(problem: Problem, proposed: int, style: str) -> str:
-    """A verify action for `proposed`: a worked check, the two numbers it compares, the verdict."""
+    """A verify action for `proposed`: a worked check, the difference of the two numbers it compares,
+    and the verdict, "right" exactly when that difference is 0."""
     steps, reached, target = verification_steps(problem, proposed, style)
-    body = " ".join(s.text() for s in steps) + f" {reached} vs {target} ."
+    body = " ".join(s.text() for s in steps + [comparison(reached, target)])
     return f"{body} {_verdict(reached == target)}"
+
+
+def comparison(reached: int, target: int) -> Step:
+    """The check's last step, `reached - target = d`: a tiny model reads a verdict off `= 0 .` at
+    once, where comparing `61 vs 61` stayed at chance after 2,100 steps of pretraining."""
+    return Step(reached, "-", target, reached - target)
 
 
 def verification_steps(problem: Problem, proposed: int, style: str) -> tuple[list[Step], int, int]:

@@ -49,7 +49,7 @@ def arithmetic_drill(rng: np.random.Generator, facts: int) -> str:
     while len(steps) < facts:
         problem = task.draw_problem("train", rng)
         proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng)[1]
-        style = task.STYLES[int(rng.integers(2))]
-        steps += task.solution_steps(problem) + task.verification_steps(problem, proposed, style)[0]
+        check, reached, target = task.verification_steps(problem, proposed, task.STYLES[int(rng.integers(2))])
+        steps += task.solution_steps(problem) + check + [task.comparison(reached, target)]
     chosen = rng.choice(len(steps), facts, replace=False)
     return " ".join(steps[i].text() for i in chosen)
