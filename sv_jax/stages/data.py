@@ -60,13 +60,10 @@ def policy_folder(config: ml_collections.ConfigDict) -> Path:
 
 def run(config: ml_collections.ConfigDict) -> None:
     settings = config.data
-    if settings.questions:
-        questions = read_questions(settings.questions, settings.split)  # bad input fails before any work
-        policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
-        source: Source = QuestionsSource(config, questions, policy)
-    else:
-        policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
-        source = BuiltinSource(settings.num_questions, config.seed)
+    questions = read_questions(settings.questions, settings.split) if settings.questions else None  # fail early
+    policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
+    source: Source = (QuestionsSource(config, questions, policy) if questions is not None
+                      else BuiltinSource(settings.num_questions, config.seed))
     tokenizer = policy.tokenizer
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                         stop_sequences=stop_sequences_for(tokenizer, (source.cues.verify, source.cues.retry)),
@@ -153,7 +150,8 @@ class BuiltinSource:
     def __init__(self, count: int, seed: int):
         self.problems = task.draw_problems("train", count, seed)
         self.questions = [
-            Question(p.id, p.question, str(p.answer), task.solution_text(task.solution_steps(p))) for p in self.problems
+            Question(p.id, p.question, str(p.answer), " " + task.solution_text(task.solution_steps(p)))
+            for p in self.problems
         ]
 
     def prompt(self, question: Question) -> str:
