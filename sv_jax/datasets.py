@@ -109,6 +109,7 @@ def read_tfds(folder: str | os.PathLike, split: str) -> list[dict]:
         del record["index"]
         if "accuracy" in record:
             record["accuracy"] = float(record["accuracy"])
+        if "actions" in record:
             actions = record["actions"]  # TFDS gives a sequence of dicts as a dict of lists
             record["actions"] = [dict(zip(actions, values)) for values in zip(*actions.values())]
         if record.get("solution") == "":

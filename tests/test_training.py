@@ -113,3 +113,13 @@ def test_kl_to_itself_is_zero_and_has_no_gradient():
     micro = jax.tree.map(lambda x: x[0], batch)
     kl_gradient = jax.grad(lambda p: step.losses(p, micro, params)[2])(params)
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(kl_gradient)) < 1e-6
+
+
+def test_rematerialization_changes_nothing_but_memory():
+    batch = padded_batch(ROWS, MASKS)
+    optimizer, _ = make_optimizer(1e-2, total_steps=10)
+    params = init_params(CONFIG, jax.random.key(0))
+    plain, plain_metrics = jax.jit(LMStep(CONFIG, optimizer))(init_train_state(params, optimizer), batch)
+    remat, remat_metrics = jax.jit(LMStep(CONFIG.replace(remat=True), optimizer))(init_train_state(params, optimizer), batch)
+    assert float(remat_metrics["loss"]) == pytest.approx(float(plain_metrics["loss"]), rel=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), plain.params, remat.params)

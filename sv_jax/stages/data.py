@@ -25,7 +25,7 @@ from sv_jax.models import LoadedModel, load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin, fill, response_format
-from sv_jax.tasks.grading import MathGrader
+from sv_jax.tasks.grading import grade_rows
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.trajectory import VERIFY, Cues, build, parse, verdict
 
@@ -193,13 +193,9 @@ class QuestionsSource:
 
     def grade(self, texts: list[list[str]]) -> list[list[Attempt]]:
         grader = self.settings.grader
-        flat = [(q.answer, text) for q, row in zip(self.questions, texts) for text in row]
-        with MathGrader(grader.workers, grader.timeout_s) as math_grader:
-            results = iter(math_grader.grade([r for r, _ in flat], [t for _, t in flat]))
-        graded = []
-        for row in texts:
-            graded.append([Attempt(text, answer, correct) for text, (correct, answer) in zip(row, results)])
-        return graded
+        results = grade_rows([q.answer for q in self.questions], texts, grader.workers, grader.timeout_s)
+        return [[Attempt(text, answer, correct) for text, (correct, answer) in zip(row, graded)]
+                for row, graded in zip(texts, results)]
 
     def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]:
         verifier, settings = self.verifier, self.settings.verifier

@@ -22,7 +22,7 @@ from sv_jax.models import load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import fill, response_format
-from sv_jax.tasks.grading import MathGrader
+from sv_jax.tasks.grading import grade_rows
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.trajectory import build, parse
 
@@ -73,17 +73,17 @@ def run(config: ml_collections.ConfigDict) -> dict:
     texts = [[a.text for a in r if a.kind == "solve"] for r in responses]
     correct = iter(grade(config, questions, texts))
     attempts = [read_attempts(r, cues, lambda _: next(correct)) for r in responses]
-    tokens = [len(tokenizer.encode(_joined(r, cues), add_special_tokens=False)) for r in responses]
-    figures = score(attempts, tokens)
+    joined = [build(r, cues)[0] for r in responses]
+    figures = score(attempts, [len(tokenizer.encode(text, add_special_tokens=False)) for text in joined])
 
     name = settings.name or settings.policy or "model"
     directory = Path(config.workdir) / "eval"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     write_jsonl(directory / f"{name}.records.jsonl", (
-        {"id": q.id, "question": q.question, "answer": q.answer, "response": _joined(r, cues),
+        {"id": q.id, "question": q.question, "answer": q.answer, "response": response,
          "attempts": [{"correct": a.correct, "verdict": a.verdict} for a in graded]}
-        for q, r, graded in zip(questions, responses, attempts)))
+        for q, response, graded in zip(questions, joined, attempts)))
     print(f"eval {name}: " + ", ".join(f"{k} {_show(v)}" for k, v in figures.items()))
     return figures
 
@@ -93,13 +93,8 @@ def grade(config: ml_collections.ConfigDict, questions: list[Question], texts: l
     with math-verify on a questions file."""
     if not config.eval.dataset:
         return [task.grade(task.problem_of(q.id), text) for q, row in zip(questions, texts) for text in row]
-    pairs = [(q.answer, text) for q, row in zip(questions, texts) for text in row]
-    with MathGrader(config.data.grader.workers, config.data.grader.timeout_s) as grader:
-        return [right for right, _ in grader.grade([a for a, _ in pairs], [t for _, t in pairs])]
-
-
-def _joined(actions, cues) -> str:
-    return build(actions, cues)[0]
+    results = grade_rows([q.answer for q in questions], texts, config.data.grader.workers, config.data.grader.timeout_s)
+    return [right for row in results for right, _ in row]
 
 
 def _show(value) -> str:

@@ -60,3 +60,12 @@ class MathGrader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def grade_rows(references: Sequence[str], rows: Sequence[Sequence[str]], workers: int,
+               timeout_s: int) -> list[list[tuple[bool, str | None]]]:
+    """`rows[i]` (several texts answering question i) graded against `references[i]`, row by row."""
+    pairs = [(reference, text) for reference, row in zip(references, rows, strict=True) for text in row]
+    with MathGrader(workers, timeout_s) as grader:
+        results = iter(grader.grade([r for r, _ in pairs], [t for _, t in pairs]))
+    return [[next(results) for _ in row] for row in rows]
