@@ -17,8 +17,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.base.intermediate_size = 384
     # The corpus: solved training questions, a share with a slip carried to a wrong answer, and
     # checking exercises (a proposed answer, right or slipped, and a worked check with its verdict).
-    config.base.slip_rate = 0.3
-    config.base.check_share = 0.4
+    config.base.slip_rate = 0.5
+    config.base.check_share = 0.6
     # Arithmetic drills: documents of bare single-step results, the facts solutions and checks use.
     config.base.drill_share = 0.25
     config.base.drill_facts = 8

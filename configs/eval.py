@@ -20,4 +20,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.eval.temperature = 0.0  # greedy
     config.eval.batch_size = 64
     config.eval.seed = 0
+    from configs import rl as rl_config  # here, not above: configs/rl.py builds on this file
+
+    config.rl = rl_config.settings()  # a missing RL policy is trained with these
     return presets.apply(config, preset)

@@ -1,12 +1,55 @@
-"""Stage 2: PPO with outcome- or process-level rewards; the whole recipe's main job."""
+"""Stage 2: PPO with outcome- or process-level rewards; the whole recipe's main job.
+
+On a fresh workdir it runs base → data → sft → rl (both reward levels) → eval of every policy,
+and prints the recipe's table on the test draw.
+"""
 
 import ml_collections
 
 from configs import presets
-from configs import default
+from configs import eval as eval_config
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
-    config = default.get_config()
+    config = eval_config.get_config(preset)  # every earlier stage's settings, and the evaluation's
     config.stage = "rl"
     return presets.apply(config, preset)
+
+
+def settings() -> ml_collections.ConfigDict:
+    """The `rl` section (also in the eval config, which trains a missing RL policy with it)."""
+    rl = ml_collections.ConfigDict()
+    rl.steps = 60
+    # outcome: the final answer's reward; process: each action's (a solve by its correctness, a
+    # verify by whether its verdict is true). `compare` trains other levels into workdir/rl_<reward>.
+    rl.reward = "process"
+    rl.compare = ("outcome",)
+    rl.report = True  # evaluate every policy of the recipe and print the table
+    rl.process_credit = "action"  # action (the paper's) | reward_to_go
+    # leave_one_out (over a question's samples; per action position for process rewards) or a running
+    # mean by position, (difficulty level, position) or prefix of earlier action outcomes.
+    rl.baseline = "leave_one_out"
+    rl.baseline_momentum = 0.9
+    rl.advantage = "baseline"  # baseline (critic-free) | gae (value head)
+    rl.gae_gamma = 1.0
+    rl.gae_lambda = 0.95
+    rl.value_coef = 0.5
+    rl.whiten = False
+    rl.rewards = ml_collections.ConfigDict(dict(right=1.0, wrong=-1.0, no_end=-1.0, verify_bonus=1.0, retry_bonus=1.0))
+    # Rollouts: the RLOO group is a question's samples.
+    rl.questions_per_step = 16
+    rl.samples_per_question = 4
+    rl.temperature = 0.7
+    rl.max_new_tokens = 384
+    # PPO
+    rl.epochs = 2
+    rl.minibatches = 2
+    rl.clip = 0.2
+    rl.kl_coef = 0.05
+    rl.kl_in = "loss"  # loss (a term of the objective) | reward (a per-token penalty)
+    rl.entropy_coef = 0.0
+    rl.learning_rate = 1e-4
+    rl.warmup_steps = 10
+    rl.clip_norm = 1.0
+    rl.checkpoint_every = 10
+    return rl

@@ -219,6 +219,7 @@ class Decoder(nn.Module):
         if last_only:  # a prefill needs the next-token logits only: skip `[batch, time, vocab]`
             x = x[:, -1:]
         x = RMSNorm(c, name="final_norm")(x)
+        self.sow("intermediates", "hidden", x)  # for a value head (RL); free unless asked for
         if c.tie_word_embeddings:
             logits = embed.attend(x)
         else:

@@ -26,26 +26,39 @@ from sv_jax.tasks.grading import grade_rows
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.trajectory import build, parse
 
-POLICIES = ("base", "sft", "sft_correct_only", "rl")
+POLICIES = ("base", "sft", "sft_correct_only", "rl", "rl_outcome", "rl_process")
 
 
 def policy_folder(config: ml_collections.ConfigDict) -> Path:
     """The folder of `eval.policy` in the workdir (made first when missing), or `model.path`."""
-    policy = config.eval.policy
-    if not policy:
+    if not config.eval.policy:
         if not config.model.path:
             raise UserError("config keys 'eval.policy' and 'model.path' are both empty: name a policy to evaluate")
         return Path(config.model.path)
+    return ensure_policy(config, config.eval.policy)
+
+
+def ensure_policy(config: ml_collections.ConfigDict, policy: str) -> Path:
+    """`workdir/<policy>/model`, trained first (with the config's settings) when it is missing.
+    `rl` is the policy of `rl.reward`; `rl_<reward>` names one reward level's policy."""
     if policy not in POLICIES:
         raise UserError(f"config key 'eval.policy': {policy!r} is not one of {', '.join(POLICIES)}")
+    if policy.startswith("rl"):
+        from sv_jax.stages import rl
+
+        reward = config.rl.reward if policy == "rl" else policy.removeprefix("rl_")
+        policy = rl.output_name(config, reward)
     folder = Path(config.workdir) / policy / "model"
     if not (folder / "config.json").exists():
         print(f"eval: no {policy} policy in the workdir; training it first")
         make = copy.deepcopy(config)
-        stage = "sft" if policy.startswith("sft") else policy
-        if stage == "sft":
+        if policy.startswith("sft"):
             make.sft.baseline = "correct_only" if policy == "sft_correct_only" else ""
-        importlib.import_module(f"sv_jax.stages.{stage}").run(make)
+            importlib.import_module("sv_jax.stages.sft").run(make)
+        elif policy.startswith("rl"):
+            rl.train_policy(make, reward)
+        else:
+            importlib.import_module(f"sv_jax.stages.{policy}").run(make)
     return folder
 
 
@@ -71,7 +84,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     responses = [truncate(parse(tokenizer.decode(row[0].token_ids, skip_special_tokens=True), cues), cues,
                           settings.max_attempts) for row in samples]
     texts = [[a.text for a in r if a.kind == "solve"] for r in responses]
-    correct = iter(grade(config, questions, texts))
+    correct = iter(grade(config, questions, texts, from_file=bool(settings.dataset)))
     attempts = [read_attempts(r, cues, lambda _: next(correct)) for r in responses]
     joined = [build(r, cues)[0] for r in responses]
     figures = score(attempts, [len(tokenizer.encode(text, add_special_tokens=False)) for text in joined])
@@ -84,18 +97,19 @@ def run(config: ml_collections.ConfigDict) -> dict:
         {"id": q.id, "question": q.question, "answer": q.answer, "response": response,
          "attempts": [{"correct": a.correct, "verdict": a.verdict} for a in graded]}
         for q, response, graded in zip(questions, joined, attempts)))
-    print(f"eval {name}: " + ", ".join(f"{k} {_show(v)}" for k, v in figures.items()))
+    print(f"eval {name}: " + ", ".join(f"{k} {show(v)}" for k, v in figures.items()))
     return figures
 
 
-def grade(config: ml_collections.ConfigDict, questions: list[Question], texts: list[list[str]]) -> list[bool]:
+def grade(config: ml_collections.ConfigDict, questions: list[Question], texts: list[list[str]],
+          from_file: bool) -> list[bool]:
     """Whether each attempt (in order, question by question) is right: exactly on the built-in task,
-    with math-verify on a questions file."""
-    if not config.eval.dataset:
+    with math-verify on questions from a file."""
+    if not from_file:
         return [task.grade(task.problem_of(q.id), text) for q, row in zip(questions, texts) for text in row]
     results = grade_rows([q.answer for q in questions], texts, config.data.grader.workers, config.data.grader.timeout_s)
     return [right for row in results for right, _ in row]
 
 
-def _show(value) -> str:
+def show(value) -> str:
     return "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))

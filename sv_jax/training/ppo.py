@@ -1,11 +1,20 @@
 """PPO's per-token objective: the clipped surrogate on per-token advantages, a KL to the frozen
-reference policy (as a loss term; as a reward penalty it is folded into the rewards instead), and an
-optional entropy bonus. Averaged over the response tokens of the batch."""
+reference policy (as a loss term; as a reward penalty it is folded into the rewards instead), an
+optional entropy bonus and value loss, averaged over the response tokens of the batch; and the
+jitted update step that applies it to a minibatch of rollout rows."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import optax
+
+from sv_jax.models import Decoder, ModelConfig, Params
+from sv_jax.training.lm import Batch, TrainState
+from sv_jax.training.losses import token_log_probs
 
 
 def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, mask: jax.Array,
@@ -36,3 +45,64 @@ def token_entropy(logits: jax.Array) -> jax.Array:
     """Entropy of each next-token distribution, `[batch, time]`."""
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def policy_outputs(config: ModelConfig, params: Params, batch: Batch, temperature: float,
+                   with_entropy: bool = False) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """Per-token log-probs of `batch["targets"]` under the temperature-scaled policy (the
+    distribution the rollout sampled from), their entropies if asked, and the value head's
+    estimates if `params` has one. `params`: `{"policy": decoder params, "value"?: head}`."""
+    (logits, _), intermediates = Decoder(config).apply(
+        {"params": params["policy"]}, batch["inputs"], batch["positions"], batch["segment_ids"],
+        mutable=["intermediates"])
+    logits = logits / temperature
+    logprobs = token_log_probs(logits, batch["targets"])
+    entropy = token_entropy(logits) if with_entropy else None
+    values = None
+    if "value" in params:
+        hidden = intermediates["intermediates"]["hidden"][0].astype(jnp.float32)
+        values = hidden @ params["value"]["kernel"] + params["value"]["bias"]
+    return logprobs, entropy, values
+
+
+def init_value_head(config: ModelConfig) -> Params:
+    """A linear value head on the final hidden state, starting at 0 everywhere."""
+    return {"kernel": jnp.zeros((config.hidden_size,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOStep:
+    """One PPO update on a minibatch of rollout rows (jit it with the step static).
+
+    The batch holds `[rows, time]` arrays: `inputs`, `targets`, `positions`, `segment_ids`,
+    `response_mask` (1 on sampled tokens), `old_logprobs`, `reference_logprobs`, `advantages`, and
+    `returns` when the state has a value head.
+    """
+
+    config: ModelConfig
+    optimizer: Any  # optax.GradientTransformation (hashable)
+    temperature: float
+    clip: float = 0.2
+    kl_coef: float = 0.0  # KL to the reference as a loss term (0 when it is a reward penalty)
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+
+    def __call__(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        mask = batch["response_mask"].astype(jnp.float32)
+
+        def loss(params):
+            logprobs, entropy, values = policy_outputs(self.config, params, batch, self.temperature,
+                                                       self.entropy_coef > 0)
+            total, metrics = ppo_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask, self.clip,
+                                      batch["reference_logprobs"], self.kl_coef, entropy, self.entropy_coef)
+            if values is not None:
+                value_loss = 0.5 * (((values - batch["returns"]) ** 2) * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+                total = total + self.value_coef * value_loss
+                metrics["value_loss"] = value_loss
+            return total, metrics
+
+        (total, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "loss": total, "grad_norm": optax.tree.norm(grads)}
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

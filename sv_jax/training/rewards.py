@@ -115,3 +115,18 @@ def process_tokens(scored: Scored, advantages: np.ndarray, length: int, credit: 
     next_action = np.minimum.accumulate(np.where(owner >= 0, owner, len(advantages))[::-1])[::-1]
     out[: len(owner)] = to_go[next_action]
     return out
+
+
+def action_end_tokens(scored: Scored, length: int, values: RewardValues = RewardValues()) -> np.ndarray:
+    """`[length]`: each action's reward on its last token (the per-token rewards GAE discounts back);
+    a response with no proper end carries `values.no_end` on every token instead."""
+    owner = scored.token_action
+    out = np.zeros(length, np.float32)
+    if not scored.ended:
+        out[: len(owner)] = values.no_end
+        return out
+    for index, reward in enumerate(scored.action_rewards):
+        tokens = np.flatnonzero(owner == index)
+        if len(tokens):
+            out[tokens[-1]] += reward
+    return out

@@ -1,0 +1,319 @@
+"""Stage `rl` (stage 2): PPO on the S²R SFT policy with outcome- or process-level rewards.
+
+Each step samples `samples_per_question` responses to a batch of training questions with the
+current policy (one jitted program), grades and scores them on the host (`sv_jax.training.rewards`),
+turns the rewards into per-token advantages (critic-free baselines, or GAE with a value head), and
+runs `epochs` passes of jitted PPO updates over minibatches of the rollout. The policy written to
+`workdir/rl` learns `rl.reward`; `rl.compare` trains the other reward levels into `workdir/rl_<reward>`,
+and with `rl.report` the stage ends with the recipe's table on the test draw (the main job).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from sv_jax.checkpoint import Checkpointer
+from sv_jax.errors import UserError
+from sv_jax.io import read_jsonl
+from sv_jax.models import LoadedModel, load_hf, save_hf
+from sv_jax.sampling import Sample, Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.stages import eval as evaluate
+from sv_jax.tasks import fill, response_format
+from sv_jax.tasks.questions import Question
+from sv_jax.training.advantages import KeyedMeanBaseline, gae, whiten
+from sv_jax.training.lm import init_train_state
+from sv_jax.training.loop import MetricsWriter
+from sv_jax.training.optimizer import make_optimizer
+from sv_jax.training.ppo import PPOStep, init_value_head, policy_outputs
+from sv_jax.training.rewards import RewardValues, Scored, action_end_tokens, outcome_tokens, score_response
+from sv_jax.training.rollout import (BASELINES, outcome_credit, pack_rows, place, process_credit,
+                                     response_rewards, reward_to_go)
+from sv_jax.trajectory import SOLVE, VERIFY, Cues, parse, verdict
+
+REWARDS = ("outcome", "process")
+TABLE = (("base", "base"), ("sft_correct_only", "correct-only SFT"), ("sft", "S²R SFT"),
+         ("rl_outcome", "S²R RL (outcome)"), ("rl_process", "S²R RL (process)"))
+TABLE_FIGURES = ("acc_first", "acc_final", "verify_acc", "error_recall", "wrong_to_right", "right_to_wrong",
+                 "mean_attempts")
+
+
+def output_name(config: ml_collections.ConfigDict, reward: str) -> str:
+    """`rl` for the run's own reward level, `rl_<reward>` for a comparison."""
+    return "rl" if reward == config.rl.reward else f"rl_{reward}"
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    _check(config.rl)
+    for reward in (config.rl.reward, *config.rl.compare):
+        if reward != config.rl.reward or not _exported(config, "rl"):
+            train_policy(config, reward)
+    if config.rl.report:
+        report(config)
+
+
+def _exported(config: ml_collections.ConfigDict, name: str) -> bool:
+    return (Path(config.workdir) / name / "model" / "config.json").exists()
+
+
+def _check(settings: ml_collections.ConfigDict) -> None:
+    for key, rewards in (("reward", (settings.reward,)), ("compare", settings.compare)):
+        for reward in rewards:
+            if reward not in REWARDS:
+                raise UserError(f"config key 'rl.{key}': {reward!r} is not one of {', '.join(REWARDS)}")
+    choices = {"baseline": BASELINES, "process_credit": ("action", "reward_to_go"),
+               "advantage": ("baseline", "gae"), "kl_in": ("loss", "reward")}
+    for key, known in choices.items():
+        if settings[key] not in known:
+            raise UserError(f"config key 'rl.{key}': {settings[key]!r} is not one of {', '.join(known)}")
+    rows = settings.questions_per_step * settings.samples_per_question
+    if rows % settings.minibatches:
+        raise UserError(f"config key 'rl.minibatches' ({settings.minibatches}) must divide the rollout's "
+                        f"{rows} rows (rl.questions_per_step x rl.samples_per_question)")
+    if settings.baseline == "leave_one_out" and settings.advantage == "baseline" and settings.samples_per_question < 2:
+        raise UserError("config key 'rl.samples_per_question' must be at least 2 for a leave-one-out baseline")
+
+
+class Rollouts:
+    """Samples, grades and scores one step's responses; everything depends on the step alone."""
+
+    def __init__(self, config: ml_collections.ConfigDict, policy: LoadedModel):
+        self.config, self.settings = config, config.rl
+        self.tokenizer = policy.tokenizer
+        template, self.cues = response_format(config)
+        self.questions = training_questions(config)
+        self.prompts = [self.tokenizer.encode(fill(template, question=q.question), add_special_tokens=False)
+                        for q in self.questions]
+        self.levels = _levels(config, self.questions)
+        self.spec = SamplingSpec(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
+                                 stop_sequences=stop_sequences_for(self.tokenizer, (self.cues.verdict_correct,)),
+                                 vocab_size=len(self.tokenizer))
+        self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step)
+        # every row holds the longest prompt and a full response: one shape, one program
+        longest = max(map(len, self.prompts))
+        self.row_length = max(16, 1 << (longest - 1).bit_length()) + self.settings.max_new_tokens
+
+    def chosen(self, step: int) -> np.ndarray:
+        """The step's questions: a fresh permutation of the training questions each epoch."""
+        per_step, count = self.settings.questions_per_step, len(self.questions)
+        start = step * per_step
+        indices = []
+        for position in range(start, start + per_step):
+            epoch, within = divmod(position, count)
+            indices.append(np.random.default_rng([self.config.seed, epoch]).permutation(count)[within])
+        return np.array(indices)
+
+    def __call__(self, params, step: int, values: RewardValues) -> tuple[np.ndarray, list[Sample], list[Scored]]:
+        chosen = self.chosen(step)
+        self.sampler.params = params
+        k = self.settings.samples_per_question
+        samples = [s for row in self.sampler.sample([self.prompts[i] for i in chosen], self.spec, k,
+                                                    seed=self.config.seed * 1_000_003 + step) for s in row]
+        pieces = [_pieces(self.tokenizer, s.token_ids) for s in samples]
+        texts = ["".join(p) for p in pieces]
+        solves = [[a.text for a in parse(t, self.cues) if a.kind == SOLVE] for t in texts]
+        questions = [self.questions[i] for i in chosen for _ in range(k)]
+        correct = iter(evaluate.grade(self.config, questions, solves, from_file=bool(self.config.data.questions)))
+        stops = set(self.spec.stop_sequences)
+        scored = [score_response(p, _ended(s.token_ids, stops), self.cues, lambda _: next(correct), values)
+                  for p, s in zip(pieces, samples)]
+        return chosen, samples, scored
+
+
+def training_questions(config: ml_collections.ConfigDict) -> list[Question]:
+    """Stage 0's questions: the built-in training draw, or `data.questions`."""
+    if config.data.questions:
+        from sv_jax.tasks.questions import read_questions
+
+        return read_questions(config.data.questions, config.data.split)
+    from sv_jax.tasks import arithmetic as task
+
+    return [Question(p.id, p.question, str(p.answer)) for p in
+            task.draw_problems("train", config.data.num_questions, config.seed)]
+
+
+def _levels(config: ml_collections.ConfigDict, questions: list[Question]) -> list[int]:
+    """Each question's stage 0 difficulty level (0 where stage 0 built no trajectory for it)."""
+    path = Path(config.workdir) / "data" / "trajectories.jsonl"
+    known = {str(r["id"]): int(r["difficulty"]) for r in read_jsonl(path)} if path.exists() else {}
+    return [known.get(str(q.id), 0) for q in questions]
+
+
+def _pieces(tokenizer, token_ids: list[int]) -> list[str]:
+    """Each token's text, such that they join to the decoded response (decoded one by one where
+    that is exact, else by growing prefixes: byte-level tokens may split a character)."""
+    whole = tokenizer.decode(token_ids, skip_special_tokens=True)
+    pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in token_ids]
+    if "".join(pieces) == whole:
+        return pieces
+    prefixes = [""] + [tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True) for i in range(len(token_ids))]
+    return [prefixes[i + 1][len(prefixes[i]):] if prefixes[i + 1].startswith(prefixes[i]) else ""
+            for i in range(len(token_ids))]
+
+
+def _ended(token_ids: list[int], stops: set[tuple[int, ...]]) -> bool:
+    return any(tuple(token_ids[len(token_ids) - len(s):]) == s for s in stops if len(token_ids) >= len(s))
+
+
+def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
+    """PPO from the S²R SFT policy with `reward`; returns the exported policy's folder."""
+    settings = config.rl
+    name = output_name(config, reward)
+    directory = Path(config.workdir) / name
+    policy = load_hf(evaluate.ensure_policy(config, "sft"), config.model.dtype, config.model.param_dtype)
+    rollouts = Rollouts(config, policy)
+    values = RewardValues(settings.rewards.right, settings.rewards.wrong, settings.rewards.no_end,
+                          settings.rewards.verify_bonus, settings.rewards.retry_bonus)
+    optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps * settings.epochs * settings.minibatches,
+                                         settings.warmup_steps, 0.0, settings.clip_norm)
+    params = {"policy": jax.tree.map(jnp.copy, policy.params)}
+    if settings.advantage == "gae":
+        params["value"] = init_value_head(policy.config)
+    state = init_train_state(params, optimizer)
+    reference = {"policy": policy.params}
+    update = jax.jit(PPOStep(policy.config, optimizer, settings.temperature, settings.clip,
+                             settings.kl_coef if settings.kl_in == "loss" else 0.0, settings.entropy_coef,
+                             settings.value_coef), donate_argnums=0)
+    outputs = jax.jit(policy_outputs, static_argnums=(0, 3))
+    running = KeyedMeanBaseline(settings.baseline_momentum) if settings.baseline != "leave_one_out" else None
+    print(f"rl {name}: {reward} reward, {len(rollouts.questions)} questions, "
+          f"{settings.questions_per_step} x {settings.samples_per_question} responses a step, rows of {rollouts.row_length}")
+
+    with Checkpointer(directory / "checkpoints", every=settings.checkpoint_every) as checkpointer:
+        start = checkpointer.latest_step() or 0
+        if start:
+            state, metadata = checkpointer.restore(state)
+            if running is not None:
+                running.means = {_key(k): v for k, v in metadata.get("baseline", [])}
+        writer = MetricsWriter(directory, start)
+        bar = tqdm(total=settings.steps, initial=start, desc=name, unit="step")
+        for step in range(start, settings.steps):
+            began = time.perf_counter()
+            chosen, samples, scored = rollouts(state.params["policy"], step, values)
+            batch = _batch(rollouts, chosen, samples)
+            policy_logprobs, _, value_estimates = outputs(policy.config, state.params, batch, settings.temperature)
+            reference_logprobs, _, _ = outputs(policy.config, reference, batch, settings.temperature)
+            batch["old_logprobs"], batch["reference_logprobs"] = policy_logprobs, reference_logprobs
+            batch.update(_advantages(settings, reward, scored, rollouts, chosen, batch, running, values,
+                                     value_estimates))
+            state, update_metrics = _updates(update, state, batch, settings, step)
+            metrics = {**_rollout_metrics(scored, samples, values, rollouts.cues), **update_metrics,
+                       "lr": float(schedule(int(state.step) - 1)), "seconds": time.perf_counter() - began}
+            writer.write(step + 1, metrics)
+            bar.set_postfix(reward=f"{metrics['reward']:.2f}", acc=f"{metrics['acc_final']:.2f}")
+            bar.update(1)
+            metadata = {"baseline": [[_plain(k), v] for k, v in running.means.items()]} if running else {}
+            checkpointer.save(step + 1, state, metadata, force=step + 1 == settings.steps)
+        bar.close()
+        writer.close()
+        checkpointer.wait()
+    save_hf(directory / "model", policy.config, state.params["policy"], policy.tokenizer)
+    print(f"rl: policy written to {directory / 'model'}")
+    return directory / "model"
+
+
+def _batch(rollouts: Rollouts, chosen: np.ndarray, samples: list[Sample]) -> dict:
+    k = rollouts.settings.samples_per_question
+    rows = pack_rows([rollouts.prompts[i] for i in chosen for _ in range(k)], [s.token_ids for s in samples],
+                     rollouts.row_length)
+    return {name: jnp.asarray(value) for name, value in rows.items()}
+
+
+def _advantages(settings, reward: str, scored: list[Scored], rollouts: Rollouts, chosen: np.ndarray, batch: dict,
+                running: KeyedMeanBaseline | None, values: RewardValues, value_estimates) -> dict:
+    """Per-token `advantages` (and `returns` for the value head) on the batch's target positions."""
+    offsets, length = np.asarray(batch["offsets"]), rollouts.row_length
+    mask = np.asarray(batch["response_mask"], np.float32)
+    k = settings.samples_per_question
+    kl_penalty = np.zeros_like(mask)
+    if settings.kl_in == "reward":
+        kl_penalty = -settings.kl_coef * np.asarray(batch["old_logprobs"] - batch["reference_logprobs"]) * mask
+    if settings.advantage == "gae":
+        per_token = [outcome_tokens(s, len(s.token_action), values) if reward == "outcome"
+                     else action_end_tokens(s, len(s.token_action), values) for s in scored]
+        rewards = place(per_token, offsets, length) + kl_penalty
+        advantages, returns = gae(jnp.asarray(rewards), value_estimates, jnp.asarray(mask), settings.gae_gamma,
+                                  settings.gae_lambda)
+    else:
+        levels = [rollouts.levels[i] for i in chosen for _ in range(k)]
+        if reward == "outcome":
+            credit = outcome_credit(scored, k, values, settings.baseline, running, levels)
+        else:
+            credit = process_credit(scored, k, values, settings.baseline, settings.process_credit, running, levels)
+        advantages = jnp.asarray(place(credit, offsets, length) + reward_to_go(kl_penalty, mask))
+        returns = None
+    if settings.whiten:
+        advantages = whiten(advantages, jnp.asarray(mask))
+    return {"advantages": advantages} | ({"returns": returns} if returns is not None else {})
+
+
+def _updates(update, state, batch: dict, settings, step: int):
+    """`epochs` passes over the rollout in `minibatches` shuffled slices; mean metrics."""
+    rows = batch["inputs"].shape[0]
+    size = rows // settings.minibatches
+    rng = np.random.default_rng([settings.minibatches, step])
+    batch = {name: value for name, value in batch.items() if name != "offsets"}
+    collected = []
+    for _ in range(settings.epochs):
+        order = rng.permutation(rows)
+        for start in range(0, rows, size):
+            rows_taken = jnp.asarray(order[start : start + size])
+            state, metrics = update(state, {name: value[rows_taken] for name, value in batch.items()})
+            collected.append(metrics)
+    collected = jax.device_get(collected)
+    return state, {name: float(np.mean([m[name] for m in collected])) for name in collected[0]}
+
+
+def _rollout_metrics(scored: list[Scored], samples: list[Sample], values: RewardValues, cues: Cues) -> dict:
+    verifies = [(a, s) for s in scored for a in s.actions if a.kind == VERIFY]
+    matches = [r > 0 for s in scored for a, r in zip(s.actions, s.action_rewards) if a.kind == VERIFY]
+    return {
+        "reward": float(np.mean(response_rewards(scored, values))),
+        "acc_first": float(np.mean([bool(s.solve_correct) and s.solve_correct[0] for s in scored])),
+        "acc_final": float(np.mean([s.final_correct for s in scored])),
+        "verify_acc": float(np.mean(matches)) if matches else 0.0,
+        "correct_verdicts": float(np.mean([verdict(a.text, cues) is True for a, _ in verifies])) if verifies else 0.0,
+        "attempts": float(np.mean([len(s.solve_correct) for s in scored])),
+        "ended": float(np.mean([s.ended for s in scored])),
+        "response_tokens": float(np.mean([len(s.token_ids) for s in samples])),
+    }
+
+
+def _plain(key):
+    """A baseline key as JSON (tuples become lists)."""
+    return [_plain(k) for k in key] if isinstance(key, tuple) else key
+
+
+def _key(value):
+    return tuple(_key(v) for v in value) if isinstance(value, list) else value
+
+
+def report(config: ml_collections.ConfigDict) -> dict[str, dict]:
+    """Every policy of the recipe evaluated on the test draw, printed as one table and written to
+    `workdir/eval/table.{json,md}`."""
+    rows = {}
+    for policy, label in TABLE:
+        reward = policy.removeprefix("rl_")
+        folder_name = output_name(config, reward) if policy.startswith("rl_") else policy
+        if policy.startswith("rl_") and reward not in (config.rl.reward, *config.rl.compare):
+            continue
+        settings = copy.deepcopy(config)
+        settings.eval.policy, settings.eval.name = folder_name, policy
+        rows[label] = evaluate.run(settings)
+    header = "| policy | " + " | ".join(TABLE_FIGURES) + " |"
+    lines = [header, "|" + "---|" * (len(TABLE_FIGURES) + 1)]
+    lines += ["| " + label + " | " + " | ".join(evaluate.show(figures[f]) for f in TABLE_FIGURES) + " |"
+              for label, figures in rows.items()]
+    directory = Path(config.workdir) / "eval"
+    (directory / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (directory / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows

@@ -1,0 +1,94 @@
+"""From sampled responses to a PPO batch: rows of prompt + response, and per-token credit.
+
+Host-side NumPy: rewards need the grader, which reads text. Credit is computed per response (its
+own `[response length]` array) and then placed on the target positions of the response's row.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import numpy as np
+
+from sv_jax.training.advantages import KeyedMeanBaseline, baseline_keys, leave_one_out, leave_one_out_by_position
+from sv_jax.training.rewards import RewardValues, Scored, process_tokens
+
+BASELINES = ("leave_one_out", "position", "level_position", "prefix")
+
+
+def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], length: int) -> dict[str, np.ndarray]:
+    """`[rows, length]` next-token rows of each prompt followed by its response, right-padded.
+    `response_mask` is 1 where the target is a sampled token; `offsets` is where each response's
+    first token sits among the targets."""
+    rows = len(prompts)
+    tokens = np.zeros((rows, length + 1), np.int32)
+    real = np.zeros((rows, length + 1), np.int32)
+    sampled = np.zeros((rows, length + 1), np.int32)
+    for row, (prompt, response) in enumerate(zip(prompts, responses)):
+        sequence = [*prompt, *response]
+        if len(sequence) > length + 1:
+            raise ValueError(f"row {row}: {len(sequence)} tokens do not fit a row of {length + 1}")
+        tokens[row, : len(sequence)] = sequence
+        real[row, : len(sequence)] = 1
+        sampled[row, len(prompt) : len(sequence)] = 1
+    return {
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy(),
+        "segment_ids": real[:, :-1],
+        "response_mask": sampled[:, 1:],
+        "offsets": np.array([len(p) - 1 for p in prompts], np.int32),
+    }
+
+
+def place(per_response: Sequence[np.ndarray], offsets: np.ndarray, length: int) -> np.ndarray:
+    """Per-response token arrays onto `[rows, length]` target positions (0 elsewhere)."""
+    out = np.zeros((len(per_response), length), np.float32)
+    for row, (values, offset) in enumerate(zip(per_response, offsets)):
+        out[row, offset : offset + len(values)] = values[: length - offset]
+    return out
+
+
+def response_rewards(scored: Sequence[Scored], values: RewardValues) -> np.ndarray:
+    """Outcome level: the final answer's reward, or `no_end` for a response that never ended."""
+    return np.array([(values.right if s.final_correct else values.wrong) if s.ended else values.no_end
+                     for s in scored], np.float32)
+
+
+def outcome_credit(scored: Sequence[Scored], k: int, values: RewardValues, baseline: str,
+                   running: KeyedMeanBaseline | None, levels: Sequence[int]) -> list[np.ndarray]:
+    """Every response token carries its response's reward minus the baseline: leave-one-out over
+    the k samples of its question (RLOO), or a running mean keyed as one action at position 0."""
+    rewards = response_rewards(scored, values)
+    if baseline == "leave_one_out":
+        advantages = leave_one_out(rewards.reshape(-1, k)).reshape(-1)
+    else:
+        keys = [baseline_keys(baseline, [True], level)[0] for level in levels]
+        advantages = rewards - running(keys)
+        running.update(keys, rewards)
+    return [np.full(len(s.token_action), a, np.float32) for s, a in zip(scored, advantages)]
+
+
+def process_credit(scored: Sequence[Scored], k: int, values: RewardValues, baseline: str, credit: str,
+                   running: KeyedMeanBaseline | None, levels: Sequence[int]) -> list[np.ndarray]:
+    """Each action's reward minus its baseline (leave-one-out over the question's samples at the
+    same action position, or a running mean by position / level and position / prefix of earlier
+    outcomes), placed per token by `credit` (`action` or `reward_to_go`)."""
+    action_rewards = [s.action_rewards for s in scored]
+    if baseline == "leave_one_out":
+        advantages = leave_one_out_by_position(action_rewards, [i // k for i in range(len(scored))])
+    else:
+        all_keys: list[Hashable] = []
+        advantages = []
+        for s, level in zip(scored, levels):
+            keys = baseline_keys(baseline, list(s.action_rewards > 0), level)
+            advantages.append(s.action_rewards - running(keys))
+            all_keys += keys
+        running.update(all_keys, np.concatenate(action_rewards) if action_rewards else [])
+    return [process_tokens(s, a, len(s.token_action), credit, values) for s, a in zip(scored, advantages)]
+
+
+def reward_to_go(per_token: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`[rows, time]`: the sum of each row's masked per-token values from each position on."""
+    masked = per_token * mask
+    return np.cumsum(masked[:, ::-1], axis=1)[:, ::-1] * mask

@@ -1,0 +1,69 @@
+"""PPO as a whole: a toy run raises its reward, and outcome-level PPO with one epoch and a
+leave-one-out baseline is RLOO (its gradient is RLOO's, scaled by a constant)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sv_jax.models import ModelConfig, init_params
+from sv_jax.sampling import Sampler, SamplingSpec
+from sv_jax.training.advantages import leave_one_out
+from sv_jax.training.lm import init_train_state
+from sv_jax.training.optimizer import make_optimizer
+from sv_jax.training.ppo import PPOStep, policy_outputs, ppo_loss
+from sv_jax.training.rollout import pack_rows, place
+
+CONFIG = ModelConfig(family="llama", vocab_size=16, hidden_size=32, intermediate_size=48, num_layers=2,
+                     num_heads=4, num_kv_heads=2, head_dim=8)
+PROMPTS = [[1, 2], [3, 4, 5], [6], [7, 8]]
+TARGET = 9  # the toy reward: the share of a response's tokens that are this one
+K, NEW = 8, 6
+
+
+def rollout(sampler, seed):
+    samples = [s for row in sampler.sample(PROMPTS, SamplingSpec(max_new_tokens=NEW), K, seed) for s in row]
+    rewards = np.array([np.mean(np.array(s.token_ids) == TARGET) for s in samples], np.float32)
+    batch = pack_rows([p for p in PROMPTS for _ in range(K)], [s.token_ids for s in samples], 16)
+    advantages = leave_one_out(rewards.reshape(-1, K)).reshape(-1)
+    batch["advantages"] = place([np.full(NEW, a) for a in advantages], batch["offsets"], 16)
+    del batch["offsets"]
+    return {name: jnp.asarray(value) for name, value in batch.items()}, rewards
+
+
+def test_a_short_ppo_run_raises_the_mean_reward():
+    optimizer, _ = make_optimizer(3e-3, 30, 0, clip_norm=1.0)
+    state = init_train_state({"policy": init_params(CONFIG, jax.random.key(0))}, optimizer)
+    step = jax.jit(PPOStep(CONFIG, optimizer, temperature=1.0, kl_coef=0.1))
+    reference = {"policy": state.params["policy"]}
+    sampler = Sampler(CONFIG, state.params["policy"], batch_size=len(PROMPTS))
+    means = []
+    for iteration in range(30):
+        sampler.params = state.params["policy"]
+        batch, rewards = rollout(sampler, iteration)
+        means.append(rewards.mean())
+        batch["old_logprobs"] = policy_outputs(CONFIG, state.params, batch, 1.0)[0]
+        batch["reference_logprobs"] = policy_outputs(CONFIG, reference, batch, 1.0)[0]
+        for _ in range(2):
+            state, metrics = step(state, batch)
+    assert np.mean(means[:5]) < 0.15 and np.mean(means[-5:]) > 2 * np.mean(means[:5]) + 0.1, means
+    assert float(metrics["kl"]) > 0
+
+
+def test_one_unclipped_epoch_with_leave_one_out_is_rloo():
+    params = {"policy": init_params(CONFIG, jax.random.key(1))}
+    batch, _ = rollout(Sampler(CONFIG, params["policy"], batch_size=len(PROMPTS)), 0)
+    batch["advantages"] = batch["advantages"] * 3.0 + 0.5 * batch["response_mask"]  # rewards that vary a lot
+    mask = batch["response_mask"].astype(jnp.float32)
+    old = jax.lax.stop_gradient(policy_outputs(CONFIG, params, batch, 1.0)[0])
+
+    def ppo(p):
+        return ppo_loss(policy_outputs(CONFIG, p, batch, 1.0)[0], old, batch["advantages"], mask, clip=1e9)[0]
+
+    def rloo(p):  # -mean over responses of (R - mean of the others' R) * log pi(response)
+        sequence_logprob = (policy_outputs(CONFIG, p, batch, 1.0)[0] * mask).sum(-1)
+        advantage = (batch["advantages"] * mask).sum(-1) / mask.sum(-1)  # each row's one value
+        return -(advantage * sequence_logprob).mean()
+
+    scale = mask.shape[0] / mask.sum()  # PPO averages over tokens, RLOO over responses
+    for got, want in zip(jax.tree.leaves(jax.grad(ppo)(params)), jax.tree.leaves(jax.grad(rloo)(params))):
+        np.testing.assert_allclose(got, scale * want, rtol=2e-4, atol=1e-7)

@@ -1,0 +1,85 @@
+"""Stage rl on the tiny preset: the main job end to end (every stage, both reward levels, the
+table), an exact resume after the process is killed, and config errors as one line."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import transformers
+from safetensors.numpy import load_file
+
+from configs import rl as rl_config
+from sv_jax.stages import eval as eval_stage
+from sv_jax.stages import rl
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+
+
+def test_main_job_runs_every_stage_and_ends_with_the_table(tmp_path):
+    config = rl_config.get_config("tiny")
+    config.workdir = str(tmp_path)
+    rl.run(config)  # base → data → sft → rl (process, then outcome) → eval of every policy
+    table = json.loads((tmp_path / "eval" / "table.json").read_text())
+    assert list(table) == ["base", "correct-only SFT", "S²R SFT", "S²R RL (outcome)", "S²R RL (process)"]
+    assert all(row["n"] == config.eval.num_questions for row in table.values())
+    assert (tmp_path / "eval" / "table.md").read_text().count("\n") == 2 + len(table)
+    for name in ("rl", "rl_outcome"):
+        metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in metrics] == [1, 2]
+        assert {"reward", "acc_final", "verify_acc", "kl", "clip_fraction", "loss", "lr"} <= set(metrics[-1])
+        assert (tmp_path / name / "tensorboard").is_dir()
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
+
+
+def rl_command(workdir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "sv_jax.main", "--config=configs/rl.py:tiny", f"--workdir={workdir}",
+            "--config.rl.steps=6", "--config.rl.compare=()", "--config.rl.report=False",
+            "--config.rl.baseline=prefix", *overrides]  # a running baseline: its state must resume too
+
+
+def test_killed_rl_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
+    config = rl_config.get_config("tiny")
+    config.workdir = str(tmp_path / "a")
+    eval_stage.ensure_policy(config, "sft")  # base, data and sft, shared by both runs
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+
+    killed = subprocess.Popen(rl_command(tmp_path / "a"), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "a" / "rl" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints.is_dir() and any(p.name.isdigit() and int(p.name) >= 2 for p in checkpoints.iterdir())):
+        assert killed.poll() is None and time.time() < deadline, "rl ended before its second checkpoint"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "a" / "rl" / "model").exists()
+
+    for workdir in (tmp_path / "a", tmp_path / "b"):
+        subprocess.run(rl_command(workdir), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
+    resumed, uninterrupted = (load_file(tmp_path / w / "rl" / "model" / "model.safetensors") for w in "ab")
+    for name in resumed:
+        np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=name)
+    logged = [(tmp_path / w / "rl" / "metrics.jsonl").read_text().splitlines() for w in "ab"]
+    assert [json.loads(line)["reward"] for line in logged[0]] == [json.loads(line)["reward"] for line in logged[1]]
+
+
+@pytest.mark.parametrize("override, named", [
+    ("--config.rl.reward=final", "rl.reward"),
+    ("--config.rl.compare=('outcome','bogus')", "rl.compare"),
+    ("--config.rl.minibatches=3", "rl.minibatches"),
+    ("--config.rl.process_credit=tokens", "rl.process_credit"),
+])
+def test_a_bad_rl_setting_is_one_line_naming_it(tmp_path, override, named):
+    result = subprocess.run([sys.executable, "-m", "sv_jax.main", "--config=configs/rl.py:tiny",
+                             f"--workdir={tmp_path}", override], cwd=REPO, env=ENV, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and named in result.stderr, result.stderr
+    assert not any(tmp_path.iterdir())  # failed before any work
