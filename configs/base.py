@@ -39,6 +39,16 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.base.weight_decay = 0.01
     config.base.checkpoint_every = 250
     config.base.log_every = 25
-    # Held-out measurement of π₀: greedy accuracy, and verdict accuracy on checking exercises.
+    # π₀ should stand where a real initial policy stands: right on some questions, wrong on others,
+    # and able to check. The arithmetic arrives suddenly and at a step that varies from run to run,
+    # so training stops once a validation draw shows both skills (greedy, every `validate_every`
+    # steps from `validate_from` on), or at `steps`.
+    config.base.validate_every = 100
+    config.base.validate_from = 500
+    config.base.validation_questions = 100
+    config.base.stop_accuracy = 0.5
+    config.base.stop_check_accuracy = 0.8
+    # Held-out measurement of the final π₀ (test draw): greedy accuracy, and verdict accuracy on
+    # checking exercises.
     config.base.eval_questions = 200
     return presets.apply(config, preset)

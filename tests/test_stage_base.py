@@ -14,7 +14,8 @@ def test_tiny_base_run_writes_model_metrics_checkpoints_and_eval(tmp_path):
     config = base_config.get_config()
     config.workdir = str(tmp_path)
     config.base.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                       seq_len=64, short_seq_len=32, long_every=2, batch_size=2, micro_batches=1, steps=4, checkpoint_every=2, log_every=2, eval_questions=6)
+                       seq_len=64, short_seq_len=32, long_every=2, batch_size=2, micro_batches=1, steps=4, checkpoint_every=2, log_every=2, eval_questions=6,
+                       validate_every=2, validate_from=4, validation_questions=3)
     base.run(config)
     folder = tmp_path / "base"
     model = load_hf(folder / "model")
@@ -23,6 +24,8 @@ def test_tiny_base_run_writes_model_metrics_checkpoints_and_eval(tmp_path):
         model.tokenizer.encode("Question: 12 + 3")) == "Question: 12 + 3"
     assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [2, 4]
     assert sorted(p.name for p in (folder / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+    validation = [json.loads(line) for line in (folder / "validation.jsonl").read_text().splitlines()]
+    assert [(v["step"], v["n"]) for v in validation] == [(4, 3)]  # asked from step 4 on, never competent
     figures = json.loads((folder / "eval.json").read_text())
     assert figures["n"] == 6 and 0 <= figures["accuracy"] <= 1 and 0 <= figures["check_accuracy"] <= 1
 

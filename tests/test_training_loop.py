@@ -58,3 +58,21 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     reference = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [m["loss"] for m in logged] == pytest.approx([m["loss"] for m in reference], rel=1e-6)
     assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= set(logged[0])
+
+
+def test_an_early_stop_is_final_and_a_rerun_returns_the_stopped_state(tmp_path):
+    asked = []
+
+    def stop_at_4(step_index, state):
+        asked.append(step_index)
+        return step_index == 4
+
+    state, step, schedule = fresh_state()
+    stopped = train(state, step, batch_for_step, STEPS, tmp_path, checkpoint_every=3, log_every=1,
+                    learning_rate=schedule, stop=stop_at_4, stop_every=2)
+    assert asked == [2, 4] and int(stopped.step) == 4
+    state, _, _ = fresh_state()
+    rerun = train(state, step, batch_for_step, STEPS, tmp_path, checkpoint_every=3, log_every=1,
+                  learning_rate=schedule, stop=stop_at_4, stop_every=2)
+    assert int(rerun.step) == 4 and asked == [2, 4]
+    jax.tree.map(np.testing.assert_array_equal, rerun.params, stopped.params)

@@ -76,22 +76,16 @@ def attention(query: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Ar
     grouped = query.reshape(batch, time, kv_heads, heads // kv_heads, head_dim).transpose(0, 2, 3, 1, 4)
     grouped = grouped * jnp.asarray(head_dim**-0.5, query.dtype)
     visible = mask[:, None, None]  # [batch, 1, 1, time, slots]
-    if time == 1:
-        # One new token (a decode step): an elementwise product and sum reads the cache once, where a
-        # batched matmul of [1, head_dim] rows runs several times slower on CPU.
-        scores = jnp.sum(grouped.astype(jnp.float32) * keys[:, :, None].astype(jnp.float32), axis=-1)[..., None, :]
-        weights = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=-1)
-        out = jnp.sum(weights[..., 0, :, None] * values[:, :, None].astype(jnp.float32), axis=-2)[..., None, :]
-    else:
-        # Groups and time share one matmul dimension: 4-d einsums run several times faster on CPU.
-        groups = heads // kv_heads
-        flat = grouped.reshape(batch, kv_heads, groups * time, head_dim)
-        wide = None if query.dtype == jnp.float32 else jnp.float32  # an f32 request on f32 inputs is slow
-        scores = jnp.einsum("bkmd,bksd->bkms", flat, keys, preferred_element_type=wide)
-        scores = scores.reshape(batch, kv_heads, groups, time, -1).astype(jnp.float32)
-        weights = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=-1)
-        flat_weights = weights.astype(values.dtype).reshape(batch, kv_heads, groups * time, -1)
-        out = jnp.einsum("bkms,bksd->bkmd", flat_weights, values).reshape(batch, kv_heads, groups, time, head_dim)
+    # Groups and time share one matmul dimension: 4-d einsums run several times faster on CPU, and
+    # for one new token (a decode step) 30-60x faster than an elementwise product and sum.
+    groups = heads // kv_heads
+    flat = grouped.reshape(batch, kv_heads, groups * time, head_dim)
+    wide = None if query.dtype == jnp.float32 else jnp.float32  # an f32 request on f32 inputs is slow
+    scores = jnp.einsum("bkmd,bksd->bkms", flat, keys, preferred_element_type=wide)
+    scores = scores.reshape(batch, kv_heads, groups, time, -1).astype(jnp.float32)
+    weights = jax.nn.softmax(jnp.where(visible, scores, -1e30), axis=-1)
+    flat_weights = weights.astype(values.dtype).reshape(batch, kv_heads, groups * time, -1)
+    out = jnp.einsum("bkms,bksd->bkmd", flat_weights, values).reshape(batch, kv_heads, groups, time, head_dim)
     return out.astype(query.dtype).transpose(0, 3, 1, 2, 4).reshape(batch, time, heads, head_dim)
 
 

@@ -52,10 +52,25 @@ def run(config: ml_collections.ConfigDict) -> None:
         rng = np.random.default_rng([config.seed, step_index])
         return packed_batch(tokenizer, rng, settings, long_rows=(step_index + 1) % settings.long_every == 0)
 
+    sampler = Sampler(model_config, state.params)
+    validations = directory / "validation.jsonl"
+
+    def competent(step_index: int, state) -> bool:
+        """Whether π₀ already solves and checks as well as the config asks (validation draw)."""
+        if step_index < settings.validate_from:
+            return False
+        sampler.params = state.params
+        figures = measure_initial_policy(sampler, tokenizer, "validation", settings.validation_questions, config.seed)
+        with validations.open("a") as out:
+            out.write(json.dumps({"step": step_index, **figures}) + "\n")
+        return (figures["accuracy"] >= settings.stop_accuracy
+                and figures["check_accuracy"] >= settings.stop_check_accuracy)
+
     state = train(state, step, batch_for_step, settings.steps, directory, settings.checkpoint_every,
-                  settings.log_every, schedule, description="base")
+                  settings.log_every, schedule, description="base", stop=competent, stop_every=settings.validate_every)
     save_hf(directory / "model", model_config, state.params, tokenizer)
-    figures = measure_initial_policy(model_config, state.params, tokenizer, settings.eval_questions, config.seed)
+    sampler.params = state.params
+    figures = measure_initial_policy(sampler, tokenizer, "test", settings.eval_questions, config.seed)
     (directory / "eval.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"base: π₀ on {figures['n']} test questions: greedy accuracy {figures['accuracy']:.1%}, "
           f"checking exercises judged right {figures['check_accuracy']:.1%}, "
@@ -116,11 +131,10 @@ def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> 
     return builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share)
 
 
-def measure_initial_policy(model_config: ModelConfig, params, tokenizer, count: int, seed: int) -> dict:
-    """π₀ on held-out test questions: greedy accuracy, whether it verifies unprompted, and the share
-    of checking exercises (right and slipped answers, half each, both styles) it judges right."""
-    problems = task.draw_problems("test", count, seed)
-    sampler = Sampler(model_config, params)
+def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, seed: int) -> dict:
+    """π₀ on held-out questions of `split`: greedy accuracy, whether it verifies unprompted, and the
+    share of checking exercises (right and slipped answers, half each, both styles) it judges right."""
+    problems = task.draw_problems(split, count, seed)
     spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
                         vocab_size=len(tokenizer))
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731

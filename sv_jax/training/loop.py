@@ -52,13 +52,20 @@ def train(
     log_every: int = 10,
     learning_rate: Callable[[int], float] | None = None,
     description: str = "training",
+    stop: Callable[[int, Any], bool] | None = None,
+    stop_every: int = 0,
 ) -> Any:
     """Runs `step_fn` from the latest checkpoint under `directory/checkpoints` (or from `state`) to
-    `total_steps`, and returns the final state. `batch_for_step(step)` must depend on the step only."""
+    `total_steps`, and returns the final state. `batch_for_step(step)` must depend on the step only.
+
+    `stop(step, state)`, asked every `stop_every` steps, may end training early; the checkpoint of
+    that step records it, so a rerun returns that state instead of training on."""
     with Checkpointer(directory / "checkpoints", every=checkpoint_every) as checkpointer:
         start = checkpointer.latest_step() or 0
         if start:
-            state, _ = checkpointer.restore(state)
+            state, metadata = checkpointer.restore(state)
+            if metadata.get("stopped"):
+                return state
         writer = MetricsWriter(directory, start)
         bar = tqdm(total=total_steps, initial=start, desc=description, unit="step")
         window_start, window_tokens = time.perf_counter(), 0
@@ -77,8 +84,11 @@ def train(
                 writer.write(done, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
                 window_start, window_tokens = time.perf_counter(), 0
-            checkpointer.save(done, state, force=done == total_steps)
+            stopped = bool(stop and stop_every and done % stop_every == 0 and stop(done, state))
+            checkpointer.save(done, state, {"stopped": stopped}, force=stopped or done == total_steps)
             bar.update(1)
+            if stopped:
+                break
         bar.close()
         writer.close()
         checkpointer.wait()
