@@ -115,3 +115,29 @@ def test_kl_term_is_zero_when_policy_and_reference_agree():
     _, metrics = ppo_loss(logprobs, logprobs, jnp.zeros((1, 2)), jnp.ones((1, 2)),
                           reference_logprobs=logprobs - 0.3, kl_coef=0.1)
     assert float(metrics["kl"]) > 0
+
+
+def test_rollout_rows_put_each_responses_credit_on_its_sampled_tokens():
+    from sv_jax.training.rollout import pack_rows, place, reward_to_go
+
+    rows = pack_rows([[11, 12, 13], [21]], [[14, 15], [22, 23, 24]], length=6)
+    np.testing.assert_array_equal(rows["inputs"], [[11, 12, 13, 14, 15, 0], [21, 22, 23, 24, 0, 0]])
+    np.testing.assert_array_equal(rows["targets"], [[12, 13, 14, 15, 0, 0], [22, 23, 24, 0, 0, 0]])
+    np.testing.assert_array_equal(rows["response_mask"], [[0, 0, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    np.testing.assert_array_equal(rows["segment_ids"], [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
+    credit = place([np.array([0.5, -1.0]), np.array([1.0, 2.0, 3.0])], rows["offsets"], 6)
+    np.testing.assert_array_equal(credit, [[0, 0, 0.5, -1.0, 0, 0], [1, 2, 3, 0, 0, 0]])
+    np.testing.assert_array_equal(reward_to_go(credit, rows["response_mask"]), [[0, 0, -0.5, -1, 0, 0], [6, 5, 3, 0, 0, 0]])
+
+
+def test_outcome_credit_is_rloo_on_every_token_and_process_credit_is_per_position():
+    from sv_jax.training.rewards import RewardValues
+    from sv_jax.training.rollout import outcome_credit, process_credit
+
+    right = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)  # wrong, caught, right, confirmed
+    unfinished = score_response(PIECES[:5], ended=False, cues=CUES, is_correct=is_correct)
+    credit = outcome_credit([right, unfinished], 2, RewardValues(), "leave_one_out", None, [0, 0])
+    np.testing.assert_array_equal(credit[0], np.full(13, 2.0))  # +1 against the other's -1
+    np.testing.assert_array_equal(credit[1], np.full(5, -2.0))
+    credit = process_credit([right, right], 2, RewardValues(), "leave_one_out", "action", None, [0, 0])
+    np.testing.assert_array_equal(credit[0], np.zeros(13))  # the same rewards as its peer: no advantage
