@@ -6,6 +6,7 @@ import ml_collections
 
 from configs import presets
 from configs import base as base_config
+from sv_jax.construction import DEFAULT_LEVEL_BOUNDS, DEFAULT_ROUNDS
 from sv_jax.trajectory import Cues
 
 
@@ -18,13 +19,14 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.data.questions = ""
     config.data.split = "train"  # of a TFDS folder
     config.data.num_questions = 2000
-    config.data.k = 5  # samples per question
+    config.data.k = 8  # samples per question
     config.data.temperature = 0.7
     config.data.max_new_tokens = 96
     config.data.batch_size = 64
     config.data.verification = "mixed"  # problem_solving | confirmative | mixed
-    config.data.level_bounds = (0.9, 0.7, 0.5, 0.3)  # accuracy at or above each: levels 1..4; below: 5
-    config.data.rounds = (1, 2, 2, 3, 4)  # solve-verify rounds at levels 1..5
+    # accuracy at or above each: levels 1..4; below: 5 (see sv_jax/construction.py)
+    config.data.level_bounds = DEFAULT_LEVEL_BOUNDS
+    config.data.rounds = tuple(DEFAULT_ROUNDS[level] for level in range(1, 6))  # solve-verify rounds at levels 1..5
     config.data.use_reference = True  # a question with no right sample ends on its reference solution
     config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)
 

@@ -28,19 +28,21 @@ def verify(samples: list[Attempt], style: str = "problem_solving") -> dict[Attem
     return {a: task.verification(PROBLEM, int(a.answer), style) for a in samples}
 
 
-@pytest.mark.parametrize("accuracy, level", [(1.0, 1), (0.8, 2), (0.6, 3), (0.4, 4), (0.2, 5), (0.0, 5)])
-def test_accuracy_sets_the_level(accuracy, level):
-    assert difficulty(accuracy) == level
+@pytest.mark.parametrize("right, level", [(8, 1), (4, 1), (3, 2), (2, 3), (1, 4), (0, 5)])
+def test_accuracy_sets_the_level(right, level):
+    assert difficulty(right / 8) == level  # of the default k = 8 samples
 
 
 @pytest.mark.parametrize("level, right, wrong, kinds", [
-    (1, 5, 0, "sv"),
-    (3, 3, 2, "svsv"),
-    (5, 1, 4, "svsvsvsv"),
+    (1, 8, 0, "sv"),
+    (3, 2, 6, "svsv"),
+    (5, 0, 8, "svsvsvsv"),
 ])
 def test_levels_give_the_seed_figure_shapes(level, right, wrong, kinds):
     samples = attempts(right, wrong)
     assert difficulty(right / len(samples)) == level
+    if not right:  # as stage 0 does: a question no sample solved ends on its reference solution
+        samples += attempts(1, 0)
     rng = np.random.default_rng(1)
     verifications = {a: task.verification(PROBLEM, int(a.answer), choose_style("mixed", rng)) for a in samples}
     actions = build_trajectory(samples, DEFAULT_ROUNDS[level], verifications, rng)
