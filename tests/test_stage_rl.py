@@ -2,24 +2,17 @@
 table), an exact resume after the process is killed, and config errors as one line."""
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import transformers
-from safetensors.numpy import load_file
 
 from configs import rl as rl_config
 from sv_jax.stages import eval as eval_stage
 from sv_jax.stages import rl
-
-REPO = Path(__file__).resolve().parent.parent
-ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+from tests.killing import ENV, REPO, kill_and_resume, stage_command
 
 
 def test_main_job_runs_every_stage_and_ends_with_the_table(tmp_path):
@@ -38,34 +31,17 @@ def test_main_job_runs_every_stage_and_ends_with_the_table(tmp_path):
         transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
 
 
-def rl_command(workdir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "sv_jax.main", "--config=configs/rl.py:tiny", f"--workdir={workdir}",
-            "--config.rl.steps=6", "--config.rl.compare=()", "--config.rl.report=False",
-            "--config.rl.baseline=prefix", *overrides]  # a running baseline: its state must resume too
+def rl_command(workdir: Path) -> list[str]:
+    return stage_command("configs/rl.py:tiny", workdir, "--config.rl.steps=6", "--config.rl.compare=()",
+                         "--config.rl.report=False",
+                         "--config.rl.baseline=prefix")  # a running baseline: its state must resume too
 
 
-def test_killed_rl_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
+def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run(tmp_path):
     config = rl_config.get_config("tiny")
-    config.workdir = str(tmp_path / "a")
+    config.workdir = str(tmp_path / "prepared")
     eval_stage.ensure_policy(config, "sft")  # base, data and sft, shared by both runs
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-
-    killed = subprocess.Popen(rl_command(tmp_path / "a"), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "a" / "rl" / "checkpoints"
-    deadline = time.time() + 300
-    while not (checkpoints.is_dir() and any(p.name.isdigit() and int(p.name) >= 2 for p in checkpoints.iterdir())):
-        assert killed.poll() is None and time.time() < deadline, "rl ended before its second checkpoint"
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert not (tmp_path / "a" / "rl" / "model").exists()
-
-    for workdir in (tmp_path / "a", tmp_path / "b"):
-        subprocess.run(rl_command(workdir), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
-    resumed, uninterrupted = (load_file(tmp_path / w / "rl" / "model" / "model.safetensors") for w in "ab")
-    for name in resumed:
-        np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=name)
+    kill_and_resume(rl_command, tmp_path / "prepared", tmp_path, "rl", killed_after=2)
     logged = [(tmp_path / w / "rl" / "metrics.jsonl").read_text().splitlines() for w in "ab"]
     assert [json.loads(line)["reward"] for line in logged[0]] == [json.loads(line)["reward"] for line in logged[1]]
 

@@ -2,23 +2,15 @@
 after the process is killed."""
 
 import json
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import transformers
-from safetensors.numpy import load_file
 
 from configs import eval as eval_config
 from sv_jax.evaluation import FIGURES
 from sv_jax.stages import eval as eval_stage
 from sv_jax.stages import sft
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.killing import kill_and_resume, stage_command
 
 
 def test_eval_of_a_missing_policy_trains_it_through_every_stage(tmp_path):
@@ -58,32 +50,12 @@ def test_correct_only_examples_are_the_final_attempt_alone():
     assert wrong_tokens == len(tokenizer.encode(actions[0]["text"]))  # only the wrong attempt is masked
 
 
-def sft_command(workdir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "sv_jax.main", "--config=configs/sft.py:tiny", f"--workdir={workdir}",
-            "--config.sft.steps=12", "--config.sft.checkpoint_every=2", *overrides]
+def sft_command(workdir: Path) -> list[str]:
+    return stage_command("configs/sft.py:tiny", workdir, "--config.sft.steps=12", "--config.sft.checkpoint_every=2")
 
 
 def test_killed_sft_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
     config = eval_config.get_config("tiny")
-    config.workdir = str(tmp_path / "a")
+    config.workdir = str(tmp_path / "prepared")
     sft.read_trajectories(config)  # base and data, shared by both runs
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
-
-    killed = subprocess.Popen(sft_command(tmp_path / "a"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "a" / "sft" / "checkpoints"
-    deadline = time.time() + 300
-    while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        assert killed.poll() is None and time.time() < deadline, "sft ended before its first checkpoint"
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert not (tmp_path / "a" / "sft" / "model").exists()
-
-    for workdir in (tmp_path / "a", tmp_path / "b"):
-        subprocess.run(sft_command(workdir), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-    resumed, uninterrupted = (load_file(tmp_path / w / "sft" / "model" / "model.safetensors") for w in "ab")
-    assert resumed.keys() == uninterrupted.keys()
-    for name in resumed:
-        np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=name)
+    kill_and_resume(sft_command, tmp_path / "prepared", tmp_path, "sft", killed_after=1)
