@@ -19,7 +19,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
 def settings() -> ml_collections.ConfigDict:
     """The `rl` section (also in the eval config, which trains a missing RL policy with it)."""
     rl = ml_collections.ConfigDict()
-    rl.steps = 60
+    rl.steps = 40
     # outcome: the final answer's reward; process: each action's (a solve by its correctness, a
     # verify by whether its verdict is true). `compare` trains other levels into workdir/rl_<reward>.
     rl.reward = "process"
@@ -40,16 +40,16 @@ def settings() -> ml_collections.ConfigDict:
     rl.questions_per_step = 16
     rl.samples_per_question = 4
     rl.temperature = 0.7
-    rl.max_new_tokens = 384
+    rl.max_new_tokens = 256
     # PPO
-    rl.epochs = 2
+    rl.epochs = 1
     rl.minibatches = 2
     rl.clip = 0.2
     rl.kl_coef = 0.05
     rl.kl_in = "loss"  # loss (a term of the objective) | reward (a per-token penalty)
     rl.entropy_coef = 0.0
-    rl.learning_rate = 1e-4
-    rl.warmup_steps = 10
+    rl.learning_rate = 2e-4
+    rl.warmup_steps = 5
     rl.clip_norm = 1.0
     rl.checkpoint_every = 10
     return rl
