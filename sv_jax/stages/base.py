@@ -152,6 +152,7 @@ def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, 
     right = [task.grade(p, t) for p, t in zip(problems, texts)]
     families = np.array([p.family for p in problems])
     styles = np.array([task.STYLES[(i // 2) % 2] for i in range(len(problems))])
+    truths = np.array([truth for _, truth in exercises])
     return {
         "n": len(problems),
         "accuracy": float(np.mean(right)),
@@ -159,6 +160,6 @@ def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, 
         "unprompted_verification": float(np.mean([builtin.CUES.verify.strip() in t for t in texts])),
         "accuracy_by_family": {str(f): float(np.mean(np.array(right)[families == f])) for f in sorted(set(families))},
         "check_accuracy_by_style": {s: float(np.mean(np.array(judged)[styles == s])) for s in sorted(set(styles))},
-        "check_accuracy_by_answer": {name: float(np.mean([j for j, (_, truth) in zip(judged, exercises) if truth == right_one]))
-                                     for name, right_one in (("right", True), ("slipped", False))},
+        "check_accuracy_by_answer": {name: float(np.mean(np.array(judged)[truths == proposed_right]))
+                                     for name, proposed_right in (("right", True), ("slipped", False))},
     }

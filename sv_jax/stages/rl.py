@@ -26,9 +26,10 @@ from sv_jax.errors import UserError
 from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, save_hf
 from sv_jax.sampling import Sample, Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.stages import data
 from sv_jax.stages import eval as evaluate
 from sv_jax.tasks import fill, response_format
-from sv_jax.tasks.questions import Question
+from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.training.advantages import KeyedMeanBaseline, gae, whiten
 from sv_jax.training.lm import init_train_state
 from sv_jax.training.loop import MetricsWriter
@@ -54,14 +55,9 @@ def output_name(config: ml_collections.ConfigDict, reward: str) -> str:
 def run(config: ml_collections.ConfigDict) -> None:
     _check(config.rl)
     for reward in (config.rl.reward, *config.rl.compare):
-        if reward != config.rl.reward or not _exported(config, "rl"):
-            train_policy(config, reward)
+        evaluate.ensure_policy(config, f"rl_{reward}")  # trained unless already exported
     if config.rl.report:
         report(config)
-
-
-def _exported(config: ml_collections.ConfigDict, name: str) -> bool:
-    return (Path(config.workdir) / name / "model" / "config.json").exists()
 
 
 def _check(settings: ml_collections.ConfigDict) -> None:
@@ -104,12 +100,10 @@ class Rollouts:
     def chosen(self, step: int) -> np.ndarray:
         """The step's questions: a fresh permutation of the training questions each epoch."""
         per_step, count = self.settings.questions_per_step, len(self.questions)
-        start = step * per_step
-        indices = []
-        for position in range(start, start + per_step):
-            epoch, within = divmod(position, count)
-            indices.append(np.random.default_rng([self.config.seed, epoch]).permutation(count)[within])
-        return np.array(indices)
+        positions = [divmod(p, count) for p in range(step * per_step, (step + 1) * per_step)]
+        orders = {epoch: np.random.default_rng([self.config.seed, epoch]).permutation(count)
+                  for epoch in {epoch for epoch, _ in positions}}
+        return np.array([orders[epoch][within] for epoch, within in positions])
 
     def __call__(self, params, step: int, values: RewardValues) -> tuple[np.ndarray, list[Sample], list[Scored]]:
         chosen = self.chosen(step)
@@ -131,13 +125,8 @@ class Rollouts:
 def training_questions(config: ml_collections.ConfigDict) -> list[Question]:
     """Stage 0's questions: the built-in training draw, or `data.questions`."""
     if config.data.questions:
-        from sv_jax.tasks.questions import read_questions
-
         return read_questions(config.data.questions, config.data.split)
-    from sv_jax.tasks import arithmetic as task
-
-    return [Question(p.id, p.question, str(p.answer)) for p in
-            task.draw_problems("train", config.data.num_questions, config.seed)]
+    return data.BuiltinSource(config.data.num_questions, config.seed).questions
 
 
 def _levels(config: ml_collections.ConfigDict, questions: list[Question]) -> list[int]:
@@ -273,14 +262,14 @@ def _updates(update, state, batch: dict, settings, step: int):
 
 
 def _rollout_metrics(scored: list[Scored], samples: list[Sample], values: RewardValues, cues: Cues) -> dict:
-    verifies = [(a, s) for s in scored for a in s.actions if a.kind == VERIFY]
+    verifies = [a for s in scored for a in s.actions if a.kind == VERIFY]
     matches = [r > 0 for s in scored for a, r in zip(s.actions, s.action_rewards) if a.kind == VERIFY]
     return {
         "reward": float(np.mean(response_rewards(scored, values))),
         "acc_first": float(np.mean([bool(s.solve_correct) and s.solve_correct[0] for s in scored])),
         "acc_final": float(np.mean([s.final_correct for s in scored])),
         "verify_acc": float(np.mean(matches)) if matches else 0.0,
-        "correct_verdicts": float(np.mean([verdict(a.text, cues) is True for a, _ in verifies])) if verifies else 0.0,
+        "correct_verdicts": float(np.mean([verdict(a.text, cues) is True for a in verifies])) if verifies else 0.0,
         "attempts": float(np.mean([len(s.solve_correct) for s in scored])),
         "ended": float(np.mean([s.ended for s in scored])),
         "response_tokens": float(np.mean([len(s.token_ids) for s in samples])),
@@ -301,12 +290,10 @@ def report(config: ml_collections.ConfigDict) -> dict[str, dict]:
     `workdir/eval/table.{json,md}`."""
     rows = {}
     for policy, label in TABLE:
-        reward = policy.removeprefix("rl_")
-        folder_name = output_name(config, reward) if policy.startswith("rl_") else policy
-        if policy.startswith("rl_") and reward not in (config.rl.reward, *config.rl.compare):
+        if policy.startswith("rl_") and policy.removeprefix("rl_") not in (config.rl.reward, *config.rl.compare):
             continue
         settings = copy.deepcopy(config)
-        settings.eval.policy, settings.eval.name = folder_name, policy
+        settings.eval.policy, settings.eval.name = policy, policy  # eval finds rl_<reward> where it was written
         rows[label] = evaluate.run(settings)
     header = "| policy | " + " | ".join(TABLE_FIGURES) + " |"
     lines = [header, "|" + "---|" * (len(TABLE_FIGURES) + 1)]
