@@ -40,7 +40,7 @@ def settings() -> ml_collections.ConfigDict:
     rl.questions_per_step = 16
     rl.samples_per_question = 4
     rl.temperature = 0.7
-    rl.max_new_tokens = 384  # room for 4 attempts and their checks: a cut response is penalized as unended
+    rl.max_new_tokens = 512  # room for 4 attempts and their checks (up to ~450 tokens): a cut response is penalized as unended
     # PPO
     rl.epochs = 1
     rl.minibatches = 2

@@ -16,18 +16,22 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # workdir/sft; "correct_only" trains the paper's baseline into workdir/sft_correct_only: the same
     # questions' right attempts alone, for the same steps and batch.
     config.sft.baseline = ""
-    config.sft.steps = 150  # about 3 epochs of the default stage 0 output, as the paper trains
+    config.sft.steps = 100  # about 3 epochs of the default stage 0 output (rows of 512), as the paper trains
     config.sft.batch_size = 32  # rows a step
     config.sft.micro_batches = 4  # gradient accumulation: rows in this many slices
-    config.sft.seq_len = 384
+    config.sft.seq_len = 512
     config.sft.pack = True  # several examples a row, attention kept inside each
     config.sft.learning_rate = 1e-3
     config.sft.warmup_steps = 30
     config.sft.weight_decay = 0.0
     config.sft.clip_norm = 1.0
-    # KL(policy || π₀) on every response token, masked wrong attempts included: it holds the
-    # first-attempt skill that the mask no longer trains where π₀ had it.
+    # KL(policy || π₀) on every action's tokens, masked wrong attempts included: it holds the
+    # first-attempt skill that the mask no longer trains where π₀ had it. `kl_tokens`: response
+    # (cue and EOS tokens too), actions, or solves (attempts only). Cue tokens are the new behaviour
+    # (π₀ ends after an answer): with the KL on them, the policy wrote "Retry" after a "wrong"
+    # verdict with probability 0.44 and ended right after an attempt with 0.3.
     config.sft.kl_coef = 0.1
+    config.sft.kl_tokens = "actions"
     config.sft.remat = False
     config.sft.checkpoint_every = 100
     config.sft.log_every = 10

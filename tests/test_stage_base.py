@@ -58,7 +58,7 @@ def test_questions_carry_no_loss_and_long_batches_hold_as_many_tokens(tmp_path):
     tokenizer = train_tokenizer(["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5))
                                  for _ in range(100)])
     settings = base_config.get_config().base
-    settings.update(batch_size=8, short_seq_len=64, seq_len=256, drill_share=0.0, micro_batches=2)
+    settings.update(batch_size=8, short_seq_len=64, seq_len=256, drill_share=0.0, check_share=0.0, micro_batches=2)
     short = base.packed_batch(tokenizer, np.random.default_rng(1), settings)
     long = base.packed_batch(tokenizer, np.random.default_rng(1), settings, long_rows=True)
     assert short["inputs"].shape == (2, 4, 64) and long["inputs"].shape == (2, 1, 256)

@@ -45,9 +45,15 @@ def test_correct_only_examples_are_the_final_attempt_alone():
     s2r = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "")
     baseline = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "correct_only")
     assert tokenizer.decode(baseline.tokens, skip_special_tokens=True) == "Question: 1 + 1\nAnswer: 1 + 1 = 2 . The answer is 2 ."
-    assert baseline.loss_mask.sum() == baseline.kl_mask.sum()  # the whole response is learned
-    wrong_tokens = s2r.kl_mask.sum() - s2r.loss_mask.sum()
-    assert wrong_tokens == len(tokenizer.encode(actions[0]["text"]))  # only the wrong attempt is masked
+    assert baseline.loss_mask.sum() == baseline.kl_mask.sum() + 1  # the whole response is learned, EOS too
+    wrong_tokens = len(tokenizer.encode(actions[0]["text"]))
+    cue_tokens = len(tokenizer.encode(builtin.CUES.verify)) * 2 + len(tokenizer.encode(builtin.CUES.retry)) + 1
+    assert s2r.loss_mask.sum() == s2r.kl_mask.sum() - wrong_tokens + cue_tokens  # only the wrong attempt is masked
+    with_cues = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "", "response")
+    assert with_cues.kl_mask.sum() == s2r.kl_mask.sum() + cue_tokens
+    solves = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "", "solves")
+    verify_tokens = sum(len(tokenizer.encode(a["text"])) for a in actions if a["kind"] == "verify")
+    assert solves.kl_mask.sum() == s2r.kl_mask.sum() - verify_tokens
 
 
 def sft_command(workdir: Path) -> list[str]:

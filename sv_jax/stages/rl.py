@@ -28,6 +28,7 @@ from sv_jax.models import LoadedModel, load_hf, save_hf
 from sv_jax.sampling import Sample, Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.stages import data
 from sv_jax.stages import eval as evaluate
+from sv_jax.stages import sft
 from sv_jax.tasks import fill, response_format
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.training.advantages import KeyedMeanBaseline, gae, whiten
@@ -54,6 +55,7 @@ def output_name(config: ml_collections.ConfigDict, reward: str) -> str:
 
 def run(config: ml_collections.ConfigDict) -> None:
     _check(config.rl)
+    sft.check(config)  # before base and data spend minutes
     for reward in (config.rl.reward, *config.rl.compare):
         evaluate.ensure_policy(config, f"rl_{reward}")  # trained unless already exported
     if config.rl.report:
@@ -193,7 +195,7 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
             batch["old_logprobs"], batch["reference_logprobs"] = policy_logprobs, reference_logprobs
             batch.update(_advantages(settings, reward, scored, rollouts, chosen, batch, running, values,
                                      value_estimates))
-            state, update_metrics = _updates(update, state, batch, settings, step)
+            state, update_metrics = _updates(update, state, batch, settings, config.seed, step)
             metrics = {**_rollout_metrics(scored, samples, values, rollouts.cues), **update_metrics,
                        "lr": float(schedule(int(state.step) - 1)), "seconds": time.perf_counter() - began}
             writer.write(step + 1, metrics)
@@ -244,11 +246,12 @@ def _advantages(settings, reward: str, scored: list[Scored], rollouts: Rollouts,
     return {"advantages": advantages} | ({"returns": returns} if returns is not None else {})
 
 
-def _updates(update, state, batch: dict, settings, step: int):
-    """`epochs` passes over the rollout in `minibatches` shuffled slices; mean metrics."""
+def _updates(update, state, batch: dict, settings, seed: int, step: int):
+    """`epochs` passes over the rollout in `minibatches` shuffled slices (the order a function of
+    the run's seed and the step, so a resumed run shuffles as the uninterrupted one); mean metrics."""
     rows = batch["inputs"].shape[0]
     size = rows // settings.minibatches
-    rng = np.random.default_rng([settings.minibatches, step])
+    rng = np.random.default_rng([seed, step])
     batch = {name: value for name, value in batch.items() if name != "offsets"}
     collected = []
     for _ in range(settings.epochs):

@@ -30,28 +30,39 @@ from sv_jax.training.optimizer import make_optimizer
 from sv_jax.trajectory import PROMPT, SOLVE, VERIFY, Action, Cues, tokenize
 
 BASELINES = ("", "correct_only")
+# Which response tokens the KL to π₀ covers: every one; every action's (not the cue and EOS tokens);
+# the solve actions' alone (not the verifications either).
+KL_TOKENS = ("response", "actions", "solves")
 
 
 def output_name(baseline: str) -> str:
     return "sft_correct_only" if baseline == "correct_only" else "sft"
 
 
-def run(config: ml_collections.ConfigDict) -> None:
+def check(config: ml_collections.ConfigDict) -> None:
+    """Raises UserError for a bad `sft` setting; later stages call it before running this one."""
     settings = config.sft
     if settings.baseline not in BASELINES:
         raise UserError(f"config key 'sft.baseline': {settings.baseline!r} is not one of '', 'correct_only'")
-    mesh = make_mesh(config.mesh.shape, config.mesh.axes)
-    split = settings.micro_batches * data_parallelism(mesh)
+    if settings.kl_tokens not in KL_TOKENS:
+        raise UserError(f"config key 'sft.kl_tokens': {settings.kl_tokens!r} is not one of {', '.join(KL_TOKENS)}")
+    split = settings.micro_batches * data_parallelism(make_mesh(config.mesh.shape, config.mesh.axes))
     if settings.batch_size % split:
         raise UserError(f"config key 'sft.batch_size' ({settings.batch_size}) must be a multiple of "
                         f"micro_batches x the mesh's data-parallel devices ({split})")
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    check(config)
+    settings = config.sft
+    mesh = make_mesh(config.mesh.shape, config.mesh.axes)
     records = read_trajectories(config)
     folder = data.policy_folder(config)
     policy = load_hf(folder, config.model.dtype, config.model.param_dtype,
                      shardings=param_shardings(ModelConfig.from_hf(read_hf_config(folder)), mesh))
     template, cues = response_format(config)
     examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), r["actions"], cues,
-                           settings.baseline) for r in records]
+                           settings.baseline, settings.kl_tokens) for r in records]
     batches = Batches(examples, settings.batch_size, settings.seq_len, settings.micro_batches, config.seed,
                       settings.pack)
     epochs = settings.steps * settings.batch_size / batches.rows_per_epoch
@@ -73,14 +84,23 @@ def run(config: ml_collections.ConfigDict) -> None:
     print(f"sft: policy written to {directory / 'model'}")
 
 
-def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline: str) -> Example:
-    """One trajectory as a training sequence; for `correct_only`, its final (right) attempt alone."""
+def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline: str,
+               kl_tokens: str = "actions") -> Example:
+    """One trajectory as a training sequence; for `correct_only`, its final (right) attempt alone.
+
+    `kl_tokens` (one of KL_TOKENS) picks the tokens the KL to π₀ covers; masked wrong attempts are
+    always among them. Cue and EOS tokens are the new behaviour itself (π₀ ends after an answer and
+    has never written a cue): a KL there holds the policy back from opening verifications and retries."""
     chosen = [Action(a["kind"], a["text"], a["correct"], a["mask"]) for a in actions]
     if baseline == "correct_only":
         chosen = [Action(SOLVE, chosen[-2].text, True, 1)]
     tokenized = tokenize(tokenizer, prompt, chosen, cues)
-    response = (tokenized.action != PROMPT).astype(np.int32)
-    return Example(tokenized.tokens, tokenized.loss_mask, response)
+    if kl_tokens == "response":
+        kl_mask = tokenized.action != PROMPT
+    else:
+        solves = [i for i, action in enumerate(chosen) if action.kind == SOLVE or kl_tokens == "actions"]
+        kl_mask = np.isin(tokenized.action, solves)
+    return Example(tokenized.tokens, tokenized.loss_mask, kl_mask.astype(np.int32))
 
 
 def read_trajectories(config: ml_collections.ConfigDict) -> list[dict]:
