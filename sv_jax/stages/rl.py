@@ -55,7 +55,7 @@ def output_name(config: ml_collections.ConfigDict, reward: str) -> str:
 
 def run(config: ml_collections.ConfigDict) -> None:
     _check(config.rl)
-    sft.check(config)  # before base and data spend minutes
+    sft.check(config)  # now, not when the report trains the correct-only baseline after both RL runs
     for reward in (config.rl.reward, *config.rl.compare):
         evaluate.ensure_policy(config, f"rl_{reward}")  # trained unless already exported
     if config.rl.report:

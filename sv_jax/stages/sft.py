@@ -97,9 +97,10 @@ def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline
     tokenized = tokenize(tokenizer, prompt, chosen, cues)
     if kl_tokens == "response":
         kl_mask = tokenized.action != PROMPT
+    elif kl_tokens == "actions":
+        kl_mask = tokenized.action >= 0  # cue and EOS tokens are CUE, prompt tokens PROMPT: both negative
     else:
-        solves = [i for i, action in enumerate(chosen) if action.kind == SOLVE or kl_tokens == "actions"]
-        kl_mask = np.isin(tokenized.action, solves)
+        kl_mask = np.isin(tokenized.action, [i for i, action in enumerate(chosen) if action.kind == SOLVE])
     return Example(tokenized.tokens, tokenized.loss_mask, kl_mask.astype(np.int32))
 
 
