@@ -130,6 +130,24 @@ def test_rollout_rows_put_each_responses_credit_on_its_sampled_tokens():
     np.testing.assert_array_equal(reward_to_go(credit, rows["response_mask"]), [[0, 0, -0.5, -1, 0, 0], [6, 5, 3, 0, 0, 0]])
 
 
+def test_packing_lays_responses_back_to_back_and_unpacks_exactly():
+    from sv_jax.training.rollout import Packing, pack_rows
+
+    rows = pack_rows([[11, 12], [21], [31, 32, 33]], [[13, 14], [22, 23, 24, 25], [34]], length=8)
+    used = rows["segment_ids"].sum(axis=1)  # 4, 5, 4 slots
+    packing = Packing.of(used, [0, 1, 2], 8)
+    packed = packing.pack({name: value for name, value in rows.items() if name != "offsets"})
+    assert packed["inputs"].shape == (Packing.ROW_MULTIPLE, 8)
+    # first-fit, longest first: response 1 alone (5 + 4 > 8), then 0 and 2 share a row
+    np.testing.assert_array_equal(packed["inputs"][:2], [[21, 22, 23, 24, 25, 0, 0, 0], [11, 12, 13, 14, 31, 32, 33, 34]])
+    np.testing.assert_array_equal(packed["positions"][:2], [[0, 1, 2, 3, 4, 0, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(packed["segment_ids"][:2], [[1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 2, 2, 2, 2]])
+    np.testing.assert_array_equal(packed["response_mask"][1], [0, 1, 1, 0, 0, 0, 1, 0])
+    assert not packed["segment_ids"][2:].any()
+    for name in ("inputs", "targets", "response_mask"):
+        np.testing.assert_array_equal(packing.unpack(packed[name]), rows[name] * (rows["segment_ids"] > 0))
+
+
 def test_outcome_credit_is_rloo_on_every_token_and_process_credit_is_per_position():
     from sv_jax.training.rewards import RewardValues
     from sv_jax.training.rollout import outcome_credit, process_credit

@@ -11,7 +11,7 @@ from sv_jax.training.advantages import leave_one_out
 from sv_jax.training.lm import init_train_state
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import PPOStep, policy_outputs, ppo_loss
-from sv_jax.training.rollout import pack_rows, place
+from sv_jax.training.rollout import Packing, pack_rows, place
 
 CONFIG = ModelConfig(family="llama", vocab_size=16, hidden_size=32, intermediate_size=48, num_layers=2,
                      num_heads=4, num_kv_heads=2, head_dim=8)
@@ -67,3 +67,20 @@ def test_one_unclipped_epoch_with_leave_one_out_is_rloo():
     scale = mask.shape[0] / mask.sum()  # PPO averages over tokens, RLOO over responses
     for got, want in zip(jax.tree.leaves(jax.grad(ppo)(params)), jax.tree.leaves(jax.grad(rloo)(params))):
         np.testing.assert_allclose(got, scale * want, rtol=2e-4, atol=1e-7)
+
+
+def test_a_packed_minibatch_gives_the_padded_ones_loss_and_gradient():
+    params = {"policy": init_params(CONFIG, jax.random.key(2))}
+    optimizer, _ = make_optimizer(1e-3, 10, 0)
+    batch, _ = rollout(Sampler(CONFIG, params["policy"], batch_size=len(PROMPTS)), 0)
+    batch["old_logprobs"] = policy_outputs(CONFIG, params, batch, 1.0)[0] - 0.05 * batch["response_mask"]
+    batch["reference_logprobs"] = batch["old_logprobs"] + 0.1 * batch["response_mask"]
+    step = jax.jit(PPOStep(CONFIG, optimizer, temperature=1.0, kl_coef=0.1))
+    host = {name: np.asarray(value) for name, value in batch.items()}
+    packing = Packing.of(host["segment_ids"].sum(axis=1), range(len(host["inputs"])), 16)
+    assert packing.real.shape[0] < len(host["inputs"])  # 32 responses in fewer rows
+    padded_state, padded = step(init_train_state(params, optimizer), batch)
+    packed_state, packed = step(init_train_state(params, optimizer), packing.pack(host))
+    for name in ("loss", "kl", "grad_norm"):
+        np.testing.assert_allclose(packed[name], padded[name], rtol=1e-5, atol=1e-7)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), packed_state.params, padded_state.params)

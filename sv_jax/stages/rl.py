@@ -37,7 +37,7 @@ from sv_jax.training.loop import MetricsWriter
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import PPOStep, init_value_head, policy_outputs
 from sv_jax.training.rewards import RewardValues, Scored, action_end_tokens, outcome_tokens, score_response
-from sv_jax.training.rollout import (BASELINES, outcome_credit, pack_rows, place, process_credit,
+from sv_jax.training.rollout import (BASELINES, Packing, outcome_credit, pack_rows, place, process_credit,
                                      response_rewards, reward_to_go)
 from sv_jax.trajectory import SOLVE, VERIFY, Cues, parse, verdict
 
@@ -190,9 +190,12 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
             began = time.perf_counter()
             chosen, samples, scored = rollouts(state.params["policy"], step, values)
             batch = _batch(rollouts, chosen, samples)
-            policy_logprobs, _, value_estimates = outputs(policy.config, state.params, batch, settings.temperature)
-            reference_logprobs, _, _ = outputs(policy.config, reference, batch, settings.temperature)
-            batch["old_logprobs"], batch["reference_logprobs"] = policy_logprobs, reference_logprobs
+            scoring = Packing.of(batch["segment_ids"].sum(axis=1), range(len(samples)), rollouts.row_length)
+            packed = scoring.pack(_rows(batch))
+            policy_logprobs, _, value_estimates = outputs(policy.config, state.params, packed, settings.temperature)
+            reference_logprobs, _, _ = outputs(policy.config, reference, packed, settings.temperature)
+            batch["old_logprobs"], batch["reference_logprobs"] = map(scoring.unpack, (policy_logprobs, reference_logprobs))
+            value_estimates = None if value_estimates is None else scoring.unpack(value_estimates)
             batch.update(_advantages(settings, reward, scored, rollouts, chosen, batch, running, values,
                                      value_estimates))
             state, update_metrics = _updates(update, state, batch, settings, config.seed, step)
@@ -211,11 +214,16 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
     return directory / "model"
 
 
-def _batch(rollouts: Rollouts, chosen: np.ndarray, samples: list[Sample]) -> dict:
+def _batch(rollouts: Rollouts, chosen: np.ndarray, samples: list[Sample]) -> dict[str, np.ndarray]:
+    """One response a row (host arrays); scoring and updates pack them (`Packing`)."""
     k = rollouts.settings.samples_per_question
-    rows = pack_rows([rollouts.prompts[i] for i in chosen for _ in range(k)], [s.token_ids for s in samples],
+    return pack_rows([rollouts.prompts[i] for i in chosen for _ in range(k)], [s.token_ids for s in samples],
                      rollouts.row_length)
-    return {name: jnp.asarray(value) for name, value in rows.items()}
+
+
+def _rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch's `[rows, time]` arrays (not the per-response `offsets`)."""
+    return {name: value for name, value in batch.items() if name != "offsets"}
 
 
 def _advantages(settings, reward: str, scored: list[Scored], rollouts: Rollouts, chosen: np.ndarray, batch: dict,
@@ -239,7 +247,7 @@ def _advantages(settings, reward: str, scored: list[Scored], rollouts: Rollouts,
             credit = outcome_credit(scored, k, values, settings.baseline, running, levels)
         else:
             credit = process_credit(scored, k, values, settings.baseline, settings.process_credit, running, levels)
-        advantages = jnp.asarray(place(credit, offsets, length) + reward_to_go(kl_penalty, mask))
+        advantages = place(credit, offsets, length) + reward_to_go(kl_penalty, mask)
         returns = None
     if settings.whiten:
         advantages = whiten(advantages, jnp.asarray(mask))
@@ -247,18 +255,20 @@ def _advantages(settings, reward: str, scored: list[Scored], rollouts: Rollouts,
 
 
 def _updates(update, state, batch: dict, settings, seed: int, step: int):
-    """`epochs` passes over the rollout in `minibatches` shuffled slices (the order a function of
-    the run's seed and the step, so a resumed run shuffles as the uninterrupted one); mean metrics."""
+    """`epochs` passes over the rollout in `minibatches` shuffled slices of its responses, each
+    packed (the order a function of the run's seed and the step, so a resumed run shuffles as the
+    uninterrupted one); mean metrics."""
     rows = batch["inputs"].shape[0]
     size = rows // settings.minibatches
     rng = np.random.default_rng([seed, step])
-    batch = {name: value for name, value in batch.items() if name != "offsets"}
+    used = batch["segment_ids"].sum(axis=1)
+    batch = _rows(batch)
     collected = []
     for _ in range(settings.epochs):
         order = rng.permutation(rows)
         for start in range(0, rows, size):
-            rows_taken = jnp.asarray(order[start : start + size])
-            state, metrics = update(state, {name: value[rows_taken] for name, value in batch.items()})
+            packing = Packing.of(used, order[start : start + size], batch["inputs"].shape[1])
+            state, metrics = update(state, packing.pack(batch))
             collected.append(metrics)
     collected = jax.device_get(collected)
     return state, {name: float(np.mean([m[name] for m in collected])) for name in collected[0]}

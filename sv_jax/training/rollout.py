@@ -6,6 +6,7 @@ own `[response length]` array) and then placed on the target positions of the re
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Hashable, Sequence
 
 import numpy as np
@@ -39,6 +40,60 @@ def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
         "response_mask": sampled[:, 1:],
         "offsets": np.array([len(p) - 1 for p in prompts], np.int32),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """Some rows of the one-response-a-row layout of `pack_rows` laid back to back in fewer rows of
+    the same length, each its own segment with its positions from 0, so that scoring and updating a
+    rollout costs its tokens, not its responses times the longest possible row. Rows are added in
+    multiples of `ROW_MULTIPLE`, so that a run compiles a few programs. `source_row` / `source_col`:
+    where each packed slot comes from (`real` marks the slots that hold a token)."""
+
+    ROW_MULTIPLE = 4
+
+    responses: int
+    source_row: np.ndarray
+    source_col: np.ndarray
+    real: np.ndarray
+    segment_ids: np.ndarray
+
+    @classmethod
+    def of(cls, used: np.ndarray, members: Sequence[int], length: int) -> Packing:
+        """Pack rows `members` (using `used[i]` slots each) first-fit, longest first."""
+        free: list[int] = []
+        placed: list[tuple[int, int, int]] = []  # (source row, packed row, start)
+        for member in sorted(members, key=lambda m: -int(used[m])):
+            packed_row = next((r for r, room in enumerate(free) if room >= used[member]), len(free))
+            if packed_row == len(free):
+                free.append(length)
+            placed.append((int(member), packed_row, length - free[packed_row]))
+            free[packed_row] -= int(used[member])
+        rows = -(-max(len(free), 1) // cls.ROW_MULTIPLE) * cls.ROW_MULTIPLE
+        source_row, source_col = np.zeros((rows, length), np.int32), np.zeros((rows, length), np.int32)
+        real, segment_ids = np.zeros((rows, length), bool), np.zeros((rows, length), np.int32)
+        for member, packed_row, start in placed:
+            span = slice(start, start + int(used[member]))
+            source_row[packed_row, span], source_col[packed_row, span] = member, np.arange(int(used[member]))
+            real[packed_row, span] = True
+            segment_ids[packed_row, span] = segment_ids[packed_row].max() + 1
+        return cls(len(used), source_row, source_col, real, segment_ids)
+
+    def pack(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`[responses, length]` arrays (inputs, targets, positions, masks, per-token values) packed."""
+        packed = {"segment_ids": self.segment_ids}
+        for name, value in arrays.items():
+            if name != "segment_ids":
+                value = np.asarray(value)
+                packed[name] = np.where(self.real, value[self.source_row, self.source_col], 0).astype(value.dtype)
+        return packed
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """A packed `[rows, length]` array back to one response a row (0 where nothing was packed)."""
+        packed = np.asarray(packed)
+        out = np.zeros((self.responses, packed.shape[1]), packed.dtype)
+        out[self.source_row[self.real], self.source_col[self.real]] = packed[self.real]
+        return out
 
 
 def place(per_response: Sequence[np.ndarray], offsets: np.ndarray, length: int) -> np.ndarray:
