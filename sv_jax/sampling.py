@@ -133,7 +133,8 @@ def generate(
     """
     prompts, prompt_len = prompt_tokens.shape
     positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
-    cache = init_cache(config, prompts, prompt_len + spec.max_new_tokens)
+    phase_ends = decode_phases(spec.max_new_tokens)
+    cache = init_cache(config, prompts, prompt_len + phase_ends[0])
     logits, cache = forward(config, params, prompt_tokens, positions, prompt_mask.astype(jnp.int32), cache, True)
 
     def per_sample(x: jax.Array) -> jax.Array:
@@ -151,9 +152,9 @@ def generate(
     token, logprob = choose_tokens(per_sample(logits[:, -1]), first_rng, spec)
     window = max((len(s) for s in spec.stop_sequences), default=1)
 
-    def keep_going(state):
+    def keep_going(state, phase_end):
         step, *_, ended, _ = state
-        return (step < spec.max_new_tokens) & ~jnp.all(ended)
+        return (step < phase_end) & ~jnp.all(ended)
 
     def decode_step(state):
         step, tokens, logprobs, lengths, cache, token, logprob, recent, ended, rng = state
@@ -180,8 +181,34 @@ def generate(
         jnp.zeros((rows,), bool),
         rng,
     )
-    _, tokens, logprobs, lengths, *_ = jax.lax.while_loop(keep_going, decode_step, state)
+    for phase_end in phase_ends:
+        cache = _grown(state[4], prompt_len + phase_end)
+        state = state[:4] + (cache,) + state[5:]
+        state = jax.lax.while_loop(lambda s, end=phase_end: keep_going(s, end), decode_step, state)
+    _, tokens, logprobs, lengths, *_ = state
     return SampleOutput(tokens, logprobs, lengths)
+
+
+def decode_phases(max_new_tokens: int, first: int = 64) -> list[int]:
+    """New-token counts at which the decode loop stops to grow the cache: 64, 128, 256, ... then
+    `max_new_tokens`. A decode step reads every slot of the cache (on CPU that read, not the
+    arithmetic, sets its cost), so a short response should not pay for the longest one's slots;
+    a batch that has ended skips the later phases."""
+    ends = []
+    while first < max_new_tokens:
+        ends.append(first)
+        first *= 2
+    return ends + [max_new_tokens]
+
+
+def _grown(cache: KVCache, slots: int) -> KVCache:
+    """The cache with empty slots appended up to `slots`."""
+    extra = slots - cache.segment_ids.shape[1]
+    if extra == 0:
+        return cache
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, extra), (0, 0)))  # noqa: E731
+    return KVCache(keys=tuple(map(pad, cache.keys)), values=tuple(map(pad, cache.values)),
+                   segment_ids=jnp.pad(cache.segment_ids, ((0, 0), (0, extra))), index=cache.index)
 
 
 @dataclasses.dataclass

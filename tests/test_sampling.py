@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from sv_jax.models import ModelConfig, forward, init_params, load_hf
-from sv_jax.sampling import Sampler, SamplingSpec, choose_tokens, stop_sequences_for
+from sv_jax.sampling import Sampler, SamplingSpec, choose_tokens, decode_phases, stop_sequences_for
 
 PROMPTS = [[5, 17, 3, 9, 44, 2, 8, 11, 30, 7], [12, 6, 40], [3, 3, 19, 21, 50, 1], [9]]
 NEW_TOKENS = 12
@@ -32,6 +32,16 @@ def test_greedy_equals_transformers_generate(family, qwen2_folder, llama_folder)
     )
     for prompt, (sample,) in zip(PROMPTS, samples):
         assert sample.token_ids == hf_greedy(folder, prompt, NEW_TOKENS)
+
+
+def test_greedy_equals_transformers_generate_across_cache_growth(qwen2_folder):
+    """Past 64 and 128 new tokens the decode loop grows its cache (`decode_phases`): nothing changes."""
+    assert decode_phases(150) == [64, 128, 150]
+    model = load_hf(qwen2_folder, with_tokenizer=False)
+    prompts = PROMPTS[:2]
+    samples = Sampler(model.config, model.params, batch_size=2).sample(prompts, SamplingSpec(max_new_tokens=150, temperature=0.0))
+    for prompt, (sample,) in zip(prompts, samples):
+        assert sample.token_ids == hf_greedy(qwen2_folder, prompt, 150)
 
 
 def teacher_forced_logprobs(config, params, sequences, temperature):
