@@ -17,7 +17,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # questions' right attempts alone, for the same steps and batch.
     config.sft.baseline = ""
     config.sft.steps = 150  # about 4.6 epochs of the default stage 0 output (packed rows of 512)
-    config.sft.batch_size = 32  # rows a step
+    config.sft.batch_size = 32  # rows of seq_len a step (as many tokens in more, shorter rows when every example fits)
     config.sft.micro_batches = 4  # gradient accumulation: rows in this many slices
     config.sft.seq_len = 512
     config.sft.pack = True  # several examples a row, attention kept inside each

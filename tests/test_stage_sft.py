@@ -56,6 +56,23 @@ def test_correct_only_examples_are_the_final_attempt_alone():
     assert solves.kl_mask.sum() == s2r.kl_mask.sum() - verify_tokens
 
 
+def test_rows_shrink_to_the_longest_example_and_keep_the_tokens_a_step():
+    import ml_collections
+    import numpy as np
+
+    from sv_jax.training.batches import Example
+
+    def shape(lengths, seq_len, pack=True):
+        examples = [Example(np.zeros(n + 1, np.int32), np.ones(n + 1, np.int32), np.ones(n + 1, np.int32)) for n in lengths]
+        return sft.row_shape(examples, ml_collections.ConfigDict(dict(batch_size=32, seq_len=seq_len, pack=pack)))
+
+    assert shape([40, 70], 512) == (128, 128)  # correct-only: short examples, 4x the rows
+    assert shape([40, 490], 512) == (32, 512)  # S²R: a four-round trajectory needs the whole row
+    assert shape([40, 64], 512) == (256, 64)
+    assert shape([40, 70], 384) == (128, 96)
+    assert shape([40, 70], 512, pack=False) == (32, 512)
+
+
 def sft_command(workdir: Path) -> list[str]:
     return stage_command("configs/sft.py:tiny", workdir, "--config.sft.steps=12", "--config.sft.checkpoint_every=2")
 

@@ -95,7 +95,7 @@ class Rollouts:
                                  stop_sequences=stop_sequences_for(self.tokenizer, (self.cues.verdict_correct,)),
                                  vocab_size=len(self.tokenizer))
         self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step)
-        # every row holds the longest prompt and a full response: one shape, one program
+        # a row fits the longest prompt and a full response; scoring and updates pack several a row
         longest = max(map(len, self.prompts))
         self.row_length = max(16, 1 << (longest - 1).bit_length()) + self.settings.max_new_tokens
 

@@ -63,11 +63,12 @@ def run(config: ml_collections.ConfigDict) -> None:
     template, cues = response_format(config)
     examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), r["actions"], cues,
                            settings.baseline, settings.kl_tokens) for r in records]
-    batches = Batches(examples, settings.batch_size, settings.seq_len, settings.micro_batches, config.seed,
-                      settings.pack)
-    epochs = settings.steps * settings.batch_size / batches.rows_per_epoch
-    print(f"sft: {len(examples)} trajectories, {batches.rows_per_epoch} rows an epoch, {epochs:.1f} epochs"
-          + (f", {batches.truncated} cut at seq_len {settings.seq_len}" if batches.truncated else ""))
+    rows, row_length = row_shape(examples, settings)
+    batches = Batches(examples, rows, row_length, settings.micro_batches, config.seed, settings.pack)
+    epochs = settings.steps * rows / batches.rows_per_epoch
+    print(f"sft: {len(examples)} trajectories, {rows} rows of {row_length} a step, {batches.rows_per_epoch} rows "
+          f"an epoch, {epochs:.1f} epochs" + (f", {batches.truncated} cut at seq_len {settings.seq_len}"
+                                              if batches.truncated else ""))
 
     model_config = policy.config.replace(remat=settings.remat)
     optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps, settings.warmup_steps,
@@ -82,6 +83,20 @@ def run(config: ml_collections.ConfigDict) -> None:
                   description=output_name(settings.baseline))
     save_hf(directory / "model", policy.config, state.params, policy.tokenizer)
     print(f"sft: policy written to {directory / 'model'}")
+
+
+def row_shape(examples: list[Example], settings: ml_collections.ConfigDict) -> tuple[int, int]:
+    """Rows a step and their length: packed rows `seq_len` / 2^j long, the shortest that still fits
+    the longest example, and 2^j times `batch_size` of them, so a step holds the same tokens. The
+    correct-only baseline's ~70-token examples need no 512-token rows, where attention over the
+    whole row costs more than the tokens themselves."""
+    if not settings.pack:
+        return settings.batch_size, settings.seq_len
+    longest = max(len(e.tokens) - 1 for e in examples)
+    halvings = 0
+    while settings.seq_len % (2 << halvings) == 0 and settings.seq_len >> (halvings + 1) >= longest:
+        halvings += 1
+    return settings.batch_size << halvings, settings.seq_len >> halvings
 
 
 def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline: str,
