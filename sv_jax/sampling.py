@@ -182,8 +182,8 @@ def generate(
         rng,
     )
     for phase_end in phase_ends:
-        cache = _grown(state[4], prompt_len + phase_end)
-        state = state[:4] + (cache,) + state[5:]
+        step, tokens, logprobs, lengths, cache, *rest = state
+        state = (step, tokens, logprobs, lengths, _grown(cache, prompt_len + phase_end), *rest)
         state = jax.lax.while_loop(lambda s, end=phase_end: keep_going(s, end), decode_step, state)
     _, tokens, logprobs, lengths, *_ = state
     return SampleOutput(tokens, logprobs, lengths)

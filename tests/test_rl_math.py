@@ -134,8 +134,7 @@ def test_packing_lays_responses_back_to_back_and_unpacks_exactly():
     from sv_jax.training.rollout import Packing, pack_rows
 
     rows = pack_rows([[11, 12], [21], [31, 32, 33]], [[13, 14], [22, 23, 24, 25], [34]], length=8)
-    used = rows["segment_ids"].sum(axis=1)  # 4, 5, 4 slots
-    packing = Packing.of(used, [0, 1, 2], 8)
+    packing = Packing.of(rows["segment_ids"], [0, 1, 2])  # 4, 5 and 4 slots in rows of 8
     packed = packing.pack({name: value for name, value in rows.items() if name != "offsets"})
     assert packed["inputs"].shape == (Packing.ROW_MULTIPLE, 8)
     # first-fit, longest first: response 1 alone (5 + 4 > 8), then 0 and 2 share a row

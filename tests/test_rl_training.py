@@ -77,7 +77,7 @@ def test_a_packed_minibatch_gives_the_padded_ones_loss_and_gradient():
     batch["reference_logprobs"] = batch["old_logprobs"] + 0.1 * batch["response_mask"]
     step = jax.jit(PPOStep(CONFIG, optimizer, temperature=1.0, kl_coef=0.1))
     host = {name: np.asarray(value) for name, value in batch.items()}
-    packing = Packing.of(host["segment_ids"].sum(axis=1), range(len(host["inputs"])), 16)
+    packing = Packing.of(host["segment_ids"], range(len(host["inputs"])))
     assert packing.real.shape[0] < len(host["inputs"])  # 32 responses in fewer rows
     padded_state, padded = step(init_train_state(params, optimizer), batch)
     packed_state, packed = step(init_train_state(params, optimizer), packing.pack(host))

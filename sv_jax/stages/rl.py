@@ -190,7 +190,7 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
             began = time.perf_counter()
             chosen, samples, scored = rollouts(state.params["policy"], step, values)
             batch = _batch(rollouts, chosen, samples)
-            scoring = Packing.of(batch["segment_ids"].sum(axis=1), range(len(samples)), rollouts.row_length)
+            scoring = Packing.of(batch["segment_ids"], range(len(samples)))
             packed = scoring.pack(_rows(batch))
             policy_logprobs, _, value_estimates = outputs(policy.config, state.params, packed, settings.temperature)
             reference_logprobs, _, _ = outputs(policy.config, reference, packed, settings.temperature)
@@ -261,13 +261,12 @@ def _updates(update, state, batch: dict, settings, seed: int, step: int):
     rows = batch["inputs"].shape[0]
     size = rows // settings.minibatches
     rng = np.random.default_rng([seed, step])
-    used = batch["segment_ids"].sum(axis=1)
     batch = _rows(batch)
     collected = []
     for _ in range(settings.epochs):
         order = rng.permutation(rows)
         for start in range(0, rows, size):
-            packing = Packing.of(used, order[start : start + size], batch["inputs"].shape[1])
+            packing = Packing.of(batch["segment_ids"], order[start : start + size])
             state, metrics = update(state, packing.pack(batch))
             collected.append(metrics)
     collected = jax.device_get(collected)

@@ -59,8 +59,10 @@ class Packing:
     segment_ids: np.ndarray
 
     @classmethod
-    def of(cls, used: np.ndarray, members: Sequence[int], length: int) -> Packing:
-        """Pack rows `members` (using `used[i]` slots each) first-fit, longest first."""
+    def of(cls, segment_ids: np.ndarray, members: Sequence[int]) -> Packing:
+        """Pack rows `members` of the one-response-a-row `segment_ids` first-fit, longest first."""
+        used = (np.asarray(segment_ids) > 0).sum(axis=1)
+        length = segment_ids.shape[1]
         free: list[int] = []
         placed: list[tuple[int, int, int]] = []  # (source row, packed row, start)
         for member in sorted(members, key=lambda m: -int(used[m])):
