@@ -13,6 +13,7 @@ from safetensors.numpy import load_file, save_file
 
 from sv_jax.errors import UserError
 from sv_jax.models import ModelConfig, forward, init_cache, init_params, load_hf, save_hf
+from sv_jax.models.decoder import CAUSAL_BLOCK
 from sv_jax.models.hf import tensor_mappings
 from tests.hf_fixtures import hf_logits
 
@@ -48,6 +49,22 @@ def test_logits_match_transformers_on_padded_batch(family, qwen2_folder, llama_f
     assert model.config.family == family
     assert model.config.vocab_size > len(model.tokenizer)
     logits, _ = jax.jit(forward, static_argnums=0)(model.config, model.params, tokens, positions, mask)
+    real = mask.astype(bool)
+    assert relative_error(np.asarray(logits)[real], reference[real]) < 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_logits_match_transformers_past_one_causal_block(family, qwen2_folder, llama_folder):
+    """Rows longer than CAUSAL_BLOCK: query blocks read only the keys up to their own (left padding
+    included), and still give every logit transformers gives."""
+    folder = qwen2_folder if family == "qwen2" else llama_folder
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(1, 128, length)) for length in (250, 140, 30)]
+    assert max(map(len, rows)) > CAUSAL_BLOCK > min(map(len, rows))
+    tokens, mask, positions = left_padded(rows)
+    reference = hf_logits(folder, tokens, mask, positions)
+    model = load_hf(folder, with_tokenizer=False)
+    logits, _ = forward(model.config, model.params, tokens, positions, mask)
     real = mask.astype(bool)
     assert relative_error(np.asarray(logits)[real], reference[real]) < 1e-4
 
