@@ -73,7 +73,8 @@ def truncate_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
 
 
 def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array, block: int = 256) -> jax.Array:
-    """One draw per row of `softmax(logits) [rows, vocab]` from a single uniform number per row.
+    """One draw per row of `softmax(logits) [rows, vocab]` from a single uniform number per row, drawn
+    from `rng`: one key for the batch, or one key per row `[rows]`.
 
     `jax.random.categorical` draws a Gumbel number per vocabulary entry and `jnp.cumsum` over the
     vocabulary lowers to a windowed reduction; on CPU either costs more than the model's decode step.
@@ -86,7 +87,8 @@ def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array, block: int = 256) -> ja
     probs = jnp.pad(probs, ((0, 0), (0, blocks * block - vocab))).reshape(rows, blocks, block)
     block_mass = probs.sum(axis=-1)
     mass_through = jnp.cumsum(block_mass, axis=-1)
-    uniform = jax.random.uniform(rng, (rows, 1)) * mass_through[:, -1:]
+    uniform = jax.random.uniform(rng, (rows, 1)) if rng.ndim == 0 else jax.vmap(jax.random.uniform)(rng)[:, None]
+    uniform = uniform * mass_through[:, -1:]
     chosen = jnp.argmax(mass_through > uniform, axis=-1)[:, None]
     within = jnp.take_along_axis(probs, chosen[:, :, None], axis=1)[:, 0]  # [rows, block]
     mass_within = jnp.cumsum(within, axis=-1)
@@ -97,7 +99,8 @@ def _inverse_cdf_draw(logits: jax.Array, rng: jax.Array, block: int = 256) -> ja
 
 
 def choose_tokens(logits: jax.Array, rng: jax.Array, spec: SamplingSpec) -> tuple[jax.Array, jax.Array]:
-    """Draws one token per row from `logits [rows, vocab]`; returns tokens and their log-probs `[rows]`."""
+    """Draws one token per row from `logits [rows, vocab]` with `rng` (one key, or one a row); returns
+    tokens and their log-probs `[rows]`."""
     if spec.vocab_size is not None and spec.vocab_size < logits.shape[-1]:
         logits = jnp.where(jnp.arange(logits.shape[-1]) < spec.vocab_size, logits, -jnp.inf)
     if spec.temperature > 0:
@@ -118,6 +121,28 @@ def _ends_with_stop(recent: jax.Array, stop_sequences: tuple[tuple[int, ...], ..
     return ended
 
 
+@flax.struct.dataclass
+class _Rows:
+    """What the decode loop keeps for each row; compaction gathers and scatters it as one tree.
+
+    ids: the row's place in the output; its random draws are keyed by it, so that a row's sample does
+    not depend on which other rows share its batch.
+    """
+
+    ids: jax.Array
+    tokens: jax.Array
+    logprobs: jax.Array
+    lengths: jax.Array
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    cache_segments: jax.Array
+    token: jax.Array
+    logprob: jax.Array
+    positions: jax.Array
+    recent: jax.Array
+    ended: jax.Array
+
+
 def generate(
     config: ModelConfig,
     params: Params,
@@ -126,10 +151,14 @@ def generate(
     rng: jax.Array,
     spec: SamplingSpec,
     num_samples: int = 1,
+    compact: bool = True,
 ) -> SampleOutput:
     """Samples `num_samples` continuations of each left-padded prompt.
 
     prompt_tokens, prompt_mask: `[prompts, prompt_len]`, mask 1 on real tokens (each row has one).
+    With `compact`, every decode phase after the first runs on the rows still going, gathered into the
+    smallest of rows, rows / 2, rows / 4, rows / 8 that holds them: the long tail of a batch does not
+    pay for the rows that have ended. The samples are the same either way.
     """
     prompts, prompt_len = prompt_tokens.shape
     positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
@@ -140,53 +169,75 @@ def generate(
     def per_sample(x: jax.Array) -> jax.Array:
         return jnp.repeat(x, num_samples, axis=0)
 
-    cache = KVCache(
-        keys=tuple(map(per_sample, cache.keys)),
-        values=tuple(map(per_sample, cache.values)),
-        segment_ids=per_sample(cache.segment_ids),
-        index=cache.index,
-    )
     rows = prompts * num_samples
-    next_positions = per_sample(positions[:, -1] + 1)
     rng, first_rng = jax.random.split(rng)
     token, logprob = choose_tokens(per_sample(logits[:, -1]), first_rng, spec)
     window = max((len(s) for s in spec.stop_sequences), default=1)
-
-    def keep_going(state, phase_end):
-        step, *_, ended, _ = state
-        return (step < phase_end) & ~jnp.all(ended)
-
-    def decode_step(state):
-        step, tokens, logprobs, lengths, cache, token, logprob, recent, ended, rng = state
-        tokens = tokens.at[:, step].set(jnp.where(ended, 0, token))
-        logprobs = logprobs.at[:, step].set(jnp.where(ended, 0.0, logprob))
-        lengths = lengths + ~ended
-        recent = jnp.concatenate([recent[:, 1:], token[:, None]], axis=1)
-        ended = ended | _ends_with_stop(recent, spec.stop_sequences)
-        logits, cache = forward(config, params, token[:, None], next_positions[:, None] + step,
-                                jnp.ones((rows, 1), jnp.int32), cache)
-        rng, step_rng = jax.random.split(rng)
-        token, logprob = choose_tokens(logits[:, 0], step_rng, spec)
-        return step + 1, tokens, logprobs, lengths, cache, token, logprob, recent, ended, rng
-
-    state = (
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((rows, spec.max_new_tokens), jnp.int32),
-        jnp.zeros((rows, spec.max_new_tokens), jnp.float32),
-        jnp.zeros((rows,), jnp.int32),
-        cache,
-        token,
-        logprob,
-        jnp.full((rows, window), -1, jnp.int32),
-        jnp.zeros((rows,), bool),
-        rng,
+    state = _Rows(
+        ids=jnp.arange(rows),
+        tokens=jnp.zeros((rows, spec.max_new_tokens), jnp.int32),
+        logprobs=jnp.zeros((rows, spec.max_new_tokens), jnp.float32),
+        lengths=jnp.zeros((rows,), jnp.int32),
+        keys=tuple(map(per_sample, cache.keys)),
+        values=tuple(map(per_sample, cache.values)),
+        cache_segments=per_sample(cache.segment_ids),
+        token=token,
+        logprob=logprob,
+        positions=per_sample(positions[:, -1] + 1),
+        recent=jnp.full((rows, window), -1, jnp.int32),
+        ended=jnp.zeros((rows,), bool),
     )
-    for phase_end in phase_ends:
-        step, tokens, logprobs, lengths, cache, *rest = state
-        state = (step, tokens, logprobs, lengths, _grown(cache, prompt_len + phase_end), *rest)
-        state = jax.lax.while_loop(lambda s, end=phase_end: keep_going(s, end), decode_step, state)
-    _, tokens, logprobs, lengths, *_ = state
-    return SampleOutput(tokens, logprobs, lengths)
+
+    def decode_step(carry):
+        step, r = carry
+        recent = jnp.concatenate([r.recent[:, 1:], r.token[:, None]], axis=1)
+        cache = KVCache(keys=r.keys, values=r.values, segment_ids=r.cache_segments, index=prompt_len + step)
+        logits, cache = forward(config, params, r.token[:, None], (r.positions + step)[:, None],
+                                jnp.ones((r.token.shape[0], 1), jnp.int32), cache)
+        row_rngs = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(rng, step), r.ids)
+        token, logprob = choose_tokens(logits[:, 0], row_rngs, spec)
+        r = r.replace(
+            tokens=r.tokens.at[:, step].set(jnp.where(r.ended, 0, r.token)),
+            logprobs=r.logprobs.at[:, step].set(jnp.where(r.ended, 0.0, r.logprob)),
+            lengths=r.lengths + ~r.ended,
+            keys=cache.keys, values=cache.values, cache_segments=cache.segment_ids,
+            token=token, logprob=logprob, recent=recent,
+            ended=r.ended | _ends_with_stop(recent, spec.stop_sequences),
+        )
+        return step + 1, r
+
+    def decode(carry, phase_end):
+        return jax.lax.while_loop(lambda c: (c[0] < phase_end) & ~jnp.all(c[1].ended), decode_step, carry)
+
+    step = jnp.zeros((), jnp.int32)
+    for phase, phase_end in enumerate(phase_ends):
+        state = _grown(state, prompt_len + phase_end)
+        if phase == 0 or not compact:
+            step, state = decode((step, state), phase_end)
+        else:
+            step, state = _decode_compacted(decode, step, state, phase_end)
+    return SampleOutput(state.tokens, state.logprobs, state.lengths)
+
+
+def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int) -> tuple[jax.Array, _Rows]:
+    """`decode` on the rows still going, gathered into the smallest of rows / 2^j (j < 4) holding them."""
+    rows = state.ended.shape[0]
+    sizes = [rows >> j for j in range(4) if rows % (1 << j) == 0]
+    going_first = jnp.argsort(state.ended, stable=True)
+    smallest_fit = jnp.sum(jnp.asarray(sizes) >= jnp.sum(~state.ended)) - 1
+
+    def on(size: int):
+        def branch(carry):
+            step, full = carry
+            if size == rows:
+                return decode((step, full), phase_end)
+            picked = going_first[:size]
+            step, part = decode((step, jax.tree.map(lambda x: x[picked], full)), phase_end)
+            return step, jax.tree.map(lambda x, y: x.at[picked].set(y), full, part)
+
+        return branch
+
+    return jax.lax.switch(smallest_fit, [on(size) for size in sizes], (step, state))
 
 
 def decode_phases(max_new_tokens: int, first: int = 64) -> list[int]:
@@ -201,14 +252,14 @@ def decode_phases(max_new_tokens: int, first: int = 64) -> list[int]:
     return ends + [max_new_tokens]
 
 
-def _grown(cache: KVCache, slots: int) -> KVCache:
-    """The cache with empty slots appended up to `slots`."""
-    extra = slots - cache.segment_ids.shape[1]
+def _grown(state: _Rows, slots: int) -> _Rows:
+    """The rows' cache with empty slots appended up to `slots`."""
+    extra = slots - state.cache_segments.shape[1]
     if extra == 0:
-        return cache
+        return state
     pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, extra), (0, 0)))  # noqa: E731
-    return KVCache(keys=tuple(map(pad, cache.keys)), values=tuple(map(pad, cache.values)),
-                   segment_ids=jnp.pad(cache.segment_ids, ((0, 0), (0, extra))), index=cache.index)
+    return state.replace(keys=tuple(map(pad, state.keys)), values=tuple(map(pad, state.values)),
+                         cache_segments=jnp.pad(state.cache_segments, ((0, 0), (0, extra))))
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from sv_jax.models import ModelConfig, forward, init_params, load_hf
-from sv_jax.sampling import Sampler, SamplingSpec, choose_tokens, decode_phases, stop_sequences_for
+from sv_jax.sampling import Sampler, SamplingSpec, choose_tokens, decode_phases, generate, stop_sequences_for
 
 PROMPTS = [[5, 17, 3, 9, 44, 2, 8, 11, 30, 7], [12, 6, 40], [3, 3, 19, 21, 50, 1], [9]]
 NEW_TOKENS = 12
@@ -42,6 +42,25 @@ def test_greedy_equals_transformers_generate_across_cache_growth(qwen2_folder):
     samples = Sampler(model.config, model.params, batch_size=2).sample(prompts, SamplingSpec(max_new_tokens=150, temperature=0.0))
     for prompt, (sample,) in zip(prompts, samples):
         assert sample.token_ids == hf_greedy(qwen2_folder, prompt, 150)
+
+
+def test_compacting_the_rows_still_going_changes_no_sample(qwen2_folder):
+    """After 64 new tokens most rows of this batch have stopped; the later phases run on the rest,
+    gathered into a smaller batch. Every row's tokens, log-probs and length are those of the full batch."""
+    model = load_hf(qwen2_folder, with_tokenizer=False)
+    prompts, mask = np.zeros((8, 16), np.int32), np.zeros((8, 16), np.int32)
+    for row, prompt in enumerate(PROMPTS * 2):
+        prompts[row, 16 - len(prompt) :], mask[row, 16 - len(prompt) :] = prompt, 1
+    stops = tuple((token,) for token in range(1, 384, 40))  # ~2.5 % a token: lengths spread over the phases
+    spec = SamplingSpec(max_new_tokens=150, temperature=1.0, stop_sequences=stops)
+    run = jax.jit(generate, static_argnums=(0, 5, 6, 7))
+    full, compacted = (run(model.config, model.params, prompts, mask, jax.random.key(2), spec, 4, compact)
+                       for compact in (False, True))
+    lengths = np.asarray(full.lengths)
+    assert 0 < np.sum(lengths > 64) <= len(lengths) // 2  # a smaller batch serves the phases after 64
+    np.testing.assert_array_equal(np.asarray(compacted.lengths), lengths)
+    np.testing.assert_array_equal(np.asarray(compacted.tokens), np.asarray(full.tokens))
+    np.testing.assert_allclose(np.asarray(compacted.logprobs), np.asarray(full.logprobs), atol=1e-5)
 
 
 def teacher_forced_logprobs(config, params, sequences, temperature):
