@@ -10,6 +10,7 @@ long run compiles a handful of programs), and turns the outputs back into per-sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Sequence
 
@@ -277,13 +278,34 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+class _Programs:
+    """The jitted `generate` of one model config, and how many programs it has traced."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.traced = 0
+        self.generate = jax.jit(self._traced_generate, static_argnames=("spec", "num_samples"))
+
+    def _traced_generate(self, params, prompt_tokens, prompt_mask, rng, spec, num_samples):
+        self.traced += 1  # runs only while tracing, i.e. once per compiled program
+        logging.info("sampler: compiling program %d for prompts %s, %d samples each, %s",
+                     self.traced, prompt_tokens.shape, num_samples, spec)
+        return generate(self.config, params, prompt_tokens, prompt_mask, rng, spec, num_samples)
+
+
+@functools.lru_cache(maxsize=None)
+def _programs_for(config: ModelConfig) -> _Programs:
+    return _Programs(config)
+
+
 class Sampler:
     """Samples a model over many prompts with few compiled programs.
 
     Prompts are sorted by length and cut into batches of `batch_size`; a batch's prompt length is
     padded up to a power of two (at least 16) and a short last batch up to a power of two, so the
     number of programs is about log2(longest prompt) × log2(batch_size) per spec at most.
-    `compilations` counts the programs traced so far.
+    `compilations` counts the programs this sampler traced; samplers of one model config share their
+    programs (the main job evaluates five policies of one architecture and compiles each program once).
     """
 
     def __init__(self, config: ModelConfig, params: Params, batch_size: int = 64):
@@ -291,13 +313,7 @@ class Sampler:
         self.params = params
         self.batch_size = batch_size
         self.compilations = 0
-        self._generate = jax.jit(self._traced_generate, static_argnames=("spec", "num_samples"))
-
-    def _traced_generate(self, params, prompt_tokens, prompt_mask, rng, spec, num_samples):
-        self.compilations += 1  # runs only while tracing, i.e. once per compiled program
-        logging.info("sampler: compiling program %d for prompts %s, %d samples each, %s",
-                     self.compilations, prompt_tokens.shape, num_samples, spec)
-        return generate(self.config, params, prompt_tokens, prompt_mask, rng, spec, num_samples)
+        self._programs = _programs_for(config)
 
     def sample(
         self,
@@ -346,7 +362,10 @@ class Sampler:
         for row, prompt in enumerate(prompts):
             tokens[row, length - len(prompt) :] = prompt
             mask[row, length - len(prompt) :] = 1
-        return self._generate(self.params, tokens, mask, rng, spec=spec, num_samples=num_samples)
+        traced_before = self._programs.traced
+        output = self._programs.generate(self.params, tokens, mask, rng, spec=spec, num_samples=num_samples)
+        self.compilations += self._programs.traced - traced_before
+        return output
 
 
 def stop_sequences_for(tokenizer: Any, stop_strings: Sequence[str]) -> tuple[tuple[int, ...], ...]:

@@ -156,6 +156,22 @@ def test_compilations_bounded_by_buckets(qwen2_folder):
     assert sampler.compilations == first
 
 
+def test_samplers_of_one_config_share_programs_not_parameters(qwen2_folder):
+    """A second policy of the same architecture (the main job evaluates five) reuses the compiled
+    programs, and samples with its own parameters."""
+    model = load_hf(qwen2_folder, with_tokenizer=False)
+    spec = SamplingSpec(max_new_tokens=6, temperature=0.0)
+    first = Sampler(model.config, model.params, batch_size=4)
+    first_out = first.sample(PROMPTS, spec)
+    other_params = jax.tree.map(lambda x: x * 1.5, model.params)
+    second = Sampler(model.config, other_params, batch_size=4)
+    second_out = second.sample(PROMPTS, spec)
+    assert first.compilations >= 1 and second.compilations == 0
+    assert [s[0].token_ids for s in second_out] != [s[0].token_ids for s in first_out]
+    fresh_logits, _ = forward(model.config, other_params, np.array([PROMPTS[0]], np.int32))
+    assert second_out[0][0].token_ids[0] == int(np.argmax(fresh_logits[0, -1]))
+
+
 def test_rows_stop_at_a_stop_sequence_and_eos(qwen2_folder):
     model = load_hf(qwen2_folder)
     sampler = Sampler(model.config, model.params, batch_size=4)
