@@ -309,7 +309,6 @@ class Sampler:
     """
 
     def __init__(self, config: ModelConfig, params: Params, batch_size: int = 64):
-        self.config = config
         self.params = params
         self.batch_size = batch_size
         self.compilations = 0
