@@ -38,11 +38,14 @@ def difficulty(accuracy: float, bounds: Sequence[float] = DEFAULT_LEVEL_BOUNDS) 
     return next((level for level, bound in enumerate(bounds, start=1) if accuracy >= bound), len(bounds) + 1)
 
 
-def choose_style(style: str, rng: np.random.Generator) -> str:
-    """The verification style of one verification: `mixed` picks either at random."""
+def choose_style(style: str, rng: np.random.Generator, confirmative_share: float = 0.5) -> str:
+    """The verification style of one verification: `mixed` picks confirmative with probability
+    `confirmative_share`, else problem-solving."""
     if style not in VERIFICATION_STYLES:
         raise ValueError(f"verification style {style!r}; known: {', '.join(VERIFICATION_STYLES)}")
-    return ("problem_solving", "confirmative")[int(rng.integers(2))] if style == "mixed" else style
+    if style != "mixed":
+        return style
+    return "confirmative" if rng.random() < confirmative_share else "problem_solving"
 
 
 def candidates(attempts: Sequence[Attempt], max_right: int = 2) -> list[Attempt]:

@@ -65,6 +65,8 @@ def test_verifications_end_in_the_true_verdict(seed, family, style, offset):
     text = task.verification(problem, proposed, style)
     expected = task.VERDICT_RIGHT if offset == 0 else task.VERDICT_WRONG
     assert text.endswith(expected) and text.count("So the answer is") == 1
+    assert task.written_style(problem, proposed, " " + text) == style
+    assert task.written_style(problem, proposed, "1 + 1 = 2 . " + text) == "other"
 
 
 def wrong_left_sides(text: str) -> set[str]:

@@ -86,5 +86,8 @@ def test_styles_are_chosen_as_configured():
     rng = np.random.default_rng(0)
     assert {choose_style("confirmative", rng) for _ in range(10)} == {"confirmative"}
     assert {choose_style("mixed", rng) for _ in range(50)} == {"confirmative", "problem_solving"}
+    assert {choose_style("mixed", rng, confirmative_share=1.0) for _ in range(50)} == {"confirmative"}
+    confirmative = [choose_style("mixed", rng, confirmative_share=0.8) == "confirmative" for _ in range(2000)]
+    assert abs(np.mean(confirmative) - 0.8) < 0.03  # 3.4 standard deviations
     with pytest.raises(ValueError):
         choose_style("vibes", rng)

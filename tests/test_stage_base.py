@@ -37,7 +37,7 @@ def test_packed_rows_are_whole_documents_joined_by_eos(tmp_path):
     from sv_jax.tasks.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(0)
-    tokenizer = train_tokenizer(["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5))
+    tokenizer = train_tokenizer(["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5, 0.5))
                                  for _ in range(100)])
     settings = base_config.get_config().base
     settings.update(batch_size=2, short_seq_len=128, micro_batches=1)
@@ -55,7 +55,7 @@ def test_questions_carry_no_loss_and_long_batches_hold_as_many_tokens(tmp_path):
     from sv_jax.tasks.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(0)
-    tokenizer = train_tokenizer(["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5))
+    tokenizer = train_tokenizer(["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5, 0.5))
                                  for _ in range(100)])
     settings = base_config.get_config().base
     settings.update(batch_size=8, short_seq_len=64, seq_len=256, drill_share=0.0, check_share=0.0, micro_batches=2)

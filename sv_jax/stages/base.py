@@ -81,7 +81,7 @@ def _tokenizer(folder: Path, seed: int):
     """Trained on the corpus's own text once, then read back, so a resumed run uses the same one."""
     if not (folder / "tokenizer.json").exists():
         rng = np.random.default_rng(seed)
-        texts = ["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5))
+        texts = ["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5, 0.5))
                  for _ in range(3000)]
         texts += [builtin.CUES.verify, builtin.CUES.retry, builtin.CHECK_PROMPT, builtin.PROMPT]
         train_tokenizer(texts).save_pretrained(folder)
@@ -126,40 +126,40 @@ def packed_batch(tokenizer, rng: np.random.Generator, settings: ml_collections.C
 
 def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> tuple[str, str]:
     if rng.random() < settings.drill_share:
-        return "", builtin.arithmetic_drill(rng, settings.drill_facts)
+        return "", builtin.arithmetic_drill(rng, settings.drill_facts, settings.confirmative_share)
     problem = task.draw_problem("train", rng)
-    return builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share)
+    return builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share,
+                                        settings.confirmative_share)
 
 
 def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, seed: int) -> dict:
     """π₀ on held-out questions of `split`: greedy accuracy, whether it verifies unprompted, and the
-    share of checking exercises (right and slipped answers, half each, both styles) it judges right."""
+    share of checking exercises (right and slipped answers, half each) it judges right, by the
+    answer's truth and by the style π₀ chose to check in (the prompt does not name one)."""
     problems = task.draw_problems(split, count, seed)
     spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
                         vocab_size=len(tokenizer))
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    answers = sampler.sample([encode(builtin.prompt(p)) for p in problems], spec)
-    texts = [tokenizer.decode(row[0].token_ids, skip_special_tokens=True) for row in answers]
+    decode = lambda row: tokenizer.decode(row[0].token_ids, skip_special_tokens=True)  # noqa: E731
+    texts = [decode(row) for row in sampler.sample([encode(builtin.prompt(p)) for p in problems], spec)]
     rng = np.random.default_rng(seed)
-    exercises = []
-    for i, problem in enumerate(problems):
-        proposed = problem.answer if i % 2 == 0 else task.slipped_solution(problem, rng)[1]
-        check_prompt, _ = builtin.check_exercise(problem, proposed, task.STYLES[(i // 2) % 2])
-        exercises.append((check_prompt, proposed == problem.answer))
-    checks = sampler.sample([encode(p) for p, _ in exercises], spec)
-    judged = [verdict(tokenizer.decode(row[0].token_ids, skip_special_tokens=True), builtin.CUES) == truth
-              for row, (_, truth) in zip(checks, exercises)]
-    right = [task.grade(p, t) for p, t in zip(problems, texts)]
+    proposals = [p.answer if i % 2 == 0 else task.slipped_solution(p, rng)[1] for i, p in enumerate(problems)]
+    check_prompts = [builtin.CHECK_PROMPT.format(question=p.question, proposed=proposed)
+                     for p, proposed in zip(problems, proposals)]
+    checks = [decode(row) for row in sampler.sample([encode(text) for text in check_prompts], spec)]
+    truths = np.array([proposed == p.answer for p, proposed in zip(problems, proposals)])
+    judged = np.array([verdict(check, builtin.CUES) == truth for check, truth in zip(checks, truths)])
+    styles = np.array([task.written_style(p, proposed, check) for p, proposed, check in zip(problems, proposals, checks)])
+    right = np.array([task.grade(p, t) for p, t in zip(problems, texts)])
     families = np.array([p.family for p in problems])
-    styles = np.array([task.STYLES[(i // 2) % 2] for i in range(len(problems))])
-    truths = np.array([truth for _, truth in exercises])
     return {
         "n": len(problems),
         "accuracy": float(np.mean(right)),
         "check_accuracy": float(np.mean(judged)),
         "unprompted_verification": float(np.mean([builtin.CUES.verify.strip() in t for t in texts])),
-        "accuracy_by_family": {str(f): float(np.mean(np.array(right)[families == f])) for f in sorted(set(families))},
-        "check_accuracy_by_style": {s: float(np.mean(np.array(judged)[styles == s])) for s in sorted(set(styles))},
-        "check_accuracy_by_answer": {name: float(np.mean(np.array(judged)[truths == proposed_right]))
+        "accuracy_by_family": {str(f): float(np.mean(right[families == f])) for f in sorted(set(families))},
+        "check_accuracy_by_answer": {name: float(np.mean(judged[truths == proposed_right]))
                                      for name, proposed_right in (("right", True), ("slipped", False))},
+        "check_style_share": {s: float(np.mean(styles == s)) for s in sorted(set(styles))},
+        "check_accuracy_by_style": {s: float(np.mean(judged[styles == s])) for s in sorted(set(styles))},
     }

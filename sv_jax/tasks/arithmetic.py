@@ -250,6 +250,17 @@ def comparison(reached: int, target: int) -> Step:
     return Step(reached, "-", target, reached - target)
 
 
+def written_style(problem: Problem, proposed: int, check: str) -> str:
+    """The style a written check of `proposed` follows: the one whose first operation (operands and
+    operator) it opens with — the two styles never share one — else "other" (a garbled start)."""
+    opening = check.strip().split(" = ")[0]
+    for style in STYLES:
+        first = verification_steps(problem, proposed, style)[0][0]
+        if opening == f"{first.left} {first.op} {first.right}":
+            return style
+    return "other"
+
+
 def verification_steps(problem: Problem, proposed: int, style: str) -> tuple[list[Step], int, int]:
     """The check's steps and the two numbers it compares."""
     n = problem.numbers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sv_jax.construction import choose_style
 from sv_jax.tasks import arithmetic as task
 from sv_jax.trajectory import Cues
 
@@ -27,13 +28,14 @@ def check_exercise(problem: task.Problem, proposed: int, style: str) -> tuple[st
 
 
 def pretraining_document(problem: task.Problem, rng: np.random.Generator, slip_rate: float,
-                         check_share: float) -> tuple[str, str]:
+                         check_share: float, confirmative_share: float) -> tuple[str, str]:
     """One document of π₀'s corpus as (context, continuation): a solved question (slipped with
     probability `slip_rate`), or, with probability `check_share`, a checking exercise of a right or
-    slipped answer (half each). The context is the question, which π₀ is given, not taught."""
+    slipped answer (half each), confirmative with probability `confirmative_share`, else solved
+    afresh. The context is the question, which π₀ is given, not taught."""
     if rng.random() < check_share:
         proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng)[1]
-        return check_exercise(problem, proposed, task.STYLES[int(rng.integers(2))])
+        return check_exercise(problem, proposed, choose_style("mixed", rng, confirmative_share))
     if rng.random() < slip_rate:
         solution = task.slipped_solution(problem, rng)[0]
     else:
@@ -41,7 +43,7 @@ def pretraining_document(problem: task.Problem, rng: np.random.Generator, slip_r
     return prompt(problem), " " + solution
 
 
-def arithmetic_drill(rng: np.random.Generator, facts: int) -> str:
+def arithmetic_drill(rng: np.random.Generator, facts: int, confirmative_share: float) -> str:
     """`facts` single-step results drawn from the steps that solutions and both checking styles of
     training questions compute (checks of slipped answers too): the arithmetic a real initial policy
     already knows, given to ours densely instead of two facts per worked solution."""
@@ -49,7 +51,7 @@ def arithmetic_drill(rng: np.random.Generator, facts: int) -> str:
     while len(steps) < facts:
         problem = task.draw_problem("train", rng)
         proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng)[1]
-        check, reached, target = task.verification_steps(problem, proposed, task.STYLES[int(rng.integers(2))])
+        check, reached, target = task.verification_steps(problem, proposed, choose_style("mixed", rng, confirmative_share))
         steps += task.solution_steps(problem) + check + [task.comparison(reached, target)]
     chosen = rng.choice(len(steps), facts, replace=False)
     return " ".join(steps[i].text() for i in chosen)
