@@ -149,7 +149,8 @@ def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, 
     checks = [decode(row) for row in sampler.sample([encode(text) for text in check_prompts], spec)]
     truths = np.array([proposed == p.answer for p, proposed in zip(problems, proposals)])
     judged = np.array([verdict(check, builtin.CUES) == truth for check, truth in zip(checks, truths)])
-    styles = np.array([task.written_style(p, proposed, check) for p, proposed, check in zip(problems, proposals, checks)])
+    styles = np.array([task.written_style(p, proposed, check)
+                       for p, proposed, check in zip(problems, proposals, checks)])
     right = np.array([task.grade(p, t) for p, t in zip(problems, texts)])
     families = np.array([p.family for p in problems])
     return {

@@ -51,7 +51,8 @@ def arithmetic_drill(rng: np.random.Generator, facts: int, confirmative_share: f
     while len(steps) < facts:
         problem = task.draw_problem("train", rng)
         proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng)[1]
-        check, reached, target = task.verification_steps(problem, proposed, choose_style("mixed", rng, confirmative_share))
+        style = choose_style("mixed", rng, confirmative_share)
+        check, reached, target = task.verification_steps(problem, proposed, style)
         steps += task.solution_steps(problem) + check + [task.comparison(reached, target)]
     chosen = rng.choice(len(steps), facts, replace=False)
     return " ".join(steps[i].text() for i in chosen)
