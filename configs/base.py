@@ -23,8 +23,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.base.check_share = 0.9
     # Checking exercises in the confirmative style (the rest solve afresh; π₀ picks a style itself, the
     # prompt names none). Confirmative checks are the more accurate here, and 0.75 lifted π₀'s checks
-    # to 83-90 %, but its samples at 0.7 then fell far below its greedy answers (38 % against 68.5 %):
-    # stage 0 built mostly hard trajectories and the policies learned to reject (experiments/RESULTS.md).
+    # to 79.5-90.5 % (eight runs), but its samples at 0.7 then fell far below its greedy answers (38 %
+    # against 68.5 %): stage 0 built mostly hard trajectories and the policies learned to reject; with
+    # slips at 0.3 the samples came back, the rejecting did not (experiments/RESULTS.md).
     config.base.confirmative_share = 0.5
     # Arithmetic drills: documents of bare single-step results, the facts solutions and checks use.
     config.base.drill_share = 0.25

@@ -144,9 +144,8 @@ def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, 
     texts = [decode(row) for row in sampler.sample([encode(builtin.prompt(p)) for p in problems], spec)]
     rng = np.random.default_rng(seed)
     proposals = [p.answer if i % 2 == 0 else task.slipped_solution(p, rng)[1] for i, p in enumerate(problems)]
-    check_prompts = [builtin.CHECK_PROMPT.format(question=p.question, proposed=proposed)
-                     for p, proposed in zip(problems, proposals)]
-    checks = [decode(row) for row in sampler.sample([encode(text) for text in check_prompts], spec)]
+    check_prompts = [encode(builtin.check_prompt(p, proposed)) for p, proposed in zip(problems, proposals)]
+    checks = [decode(row) for row in sampler.sample(check_prompts, spec)]
     truths = np.array([proposed == p.answer for p, proposed in zip(problems, proposals)])
     judged = np.array([verdict(check, builtin.CUES) == truth for check, truth in zip(checks, truths)])
     styles = np.array([task.written_style(p, proposed, check)

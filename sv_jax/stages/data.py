@@ -96,7 +96,8 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
         if accuracy == 0 and settings.use_reference and question.solution:
             pool.append(Attempt(question.solution, question.answer, True))
         pools.append(pool)
-        requests += [(index, a, choose_style(settings.verification, rng, settings.confirmative_share)) for a in candidates(pool)]
+        requests += [(index, a, choose_style(settings.verification, rng, settings.confirmative_share))
+                     for a in candidates(pool)]
     verified = source.verify(requests)
     kept: list[dict[Attempt, str]] = [{} for _ in pools]
     for (index, attempt, _), text in zip(requests, verified):

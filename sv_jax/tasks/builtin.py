@@ -21,10 +21,15 @@ def prompt(problem: task.Problem) -> str:
     return PROMPT.format(question=problem.question)
 
 
+def check_prompt(problem: task.Problem, proposed: int) -> str:
+    """Asks for a check of `proposed` without naming a style: π₀ picks one itself."""
+    return CHECK_PROMPT.format(question=problem.question, proposed=proposed)
+
+
 def check_exercise(problem: task.Problem, proposed: int, style: str) -> tuple[str, str]:
     """A checking exercise as (prompt, worked check): the format π₀ learns to check in, apart from
     the trajectory format, so that it checks when asked and never unprompted."""
-    return CHECK_PROMPT.format(question=problem.question, proposed=proposed), " " + task.verification(problem, proposed, style)
+    return check_prompt(problem, proposed), " " + task.verification(problem, proposed, style)
 
 
 def pretraining_document(problem: task.Problem, rng: np.random.Generator, slip_rate: float,
