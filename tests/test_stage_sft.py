@@ -54,6 +54,11 @@ def test_correct_only_examples_are_the_final_attempt_alone():
     solves = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "", "solves")
     verify_tokens = sum(len(tokenizer.encode(a["text"])) for a in actions if a["kind"] == "verify")
     assert solves.kl_mask.sum() == s2r.kl_mask.sum() - verify_tokens
+    first_and_checks = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "", "except_retries")
+    retry_tokens = len(tokenizer.encode(actions[2]["text"]))
+    assert first_and_checks.kl_mask.sum() == s2r.kl_mask.sum() - retry_tokens
+    retry = first_and_checks.kl_mask == 0
+    assert (solves.kl_mask[retry & (s2r.kl_mask == 1)] == 1).all()  # what it leaves out is the retry's tokens
 
 
 def test_rows_shrink_to_the_longest_example_and_keep_the_tokens_a_step():

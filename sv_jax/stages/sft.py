@@ -31,8 +31,8 @@ from sv_jax.trajectory import PROMPT, SOLVE, VERIFY, Action, Cues, tokenize
 
 BASELINES = ("", "correct_only")
 # Which response tokens the KL to π₀ covers: every one; every action's (not the cue and EOS tokens);
-# the solve actions' alone (not the verifications either).
-KL_TOKENS = ("response", "actions", "solves")
+# every action's but the retries' (the attempts after the first); the solve actions' alone.
+KL_TOKENS = ("response", "actions", "except_retries", "solves")
 
 
 def output_name(baseline: str) -> str:
@@ -114,9 +114,17 @@ def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline
         kl_mask = tokenized.action != PROMPT
     elif kl_tokens == "actions":
         kl_mask = tokenized.action >= 0  # cue and EOS tokens are CUE, prompt tokens PROMPT: both negative
+    elif kl_tokens == "except_retries":
+        kl_mask = (tokenized.action >= 0) & ~np.isin(tokenized.action, _retries(chosen))
     else:
         kl_mask = np.isin(tokenized.action, [i for i, action in enumerate(chosen) if action.kind == SOLVE])
     return Example(tokenized.tokens, tokenized.loss_mask, kl_mask.astype(np.int32))
+
+
+def _retries(actions: list[Action]) -> list[int]:
+    """Indices of the solve actions after the first: π₀ never saw the retry cue that opens them, so
+    its next-token distribution there holds no skill to keep (a KL to it made retries read like checks)."""
+    return [i for i, action in enumerate(actions) if action.kind == SOLVE][1:]
 
 
 def read_trajectories(config: ml_collections.ConfigDict) -> list[dict]:

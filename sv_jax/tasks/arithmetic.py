@@ -231,9 +231,12 @@ def _verdict(same: bool) -> str:
 
 
 def _product_by_parts(x: int, y: int) -> list[Step]:
-    """x * y as `x * (y-1)`, then `+ x`: another route than the attempt's `x * y`."""
-    (partial,) = _chain(x, [("*", y - 1)])
-    return [partial] + _chain(partial.result, [("+", x)])
+    """x * y as `y - 1`, `x * (y-1)`, then `+ x`: another route than the attempt's `x * y`. The
+    decrement is written out: left implicit (`6 * 8` for 9 bags of 6), picking the multiplier was
+    the step an S²R SFT policy's checks of right answers failed most (56 of 138 failures)."""
+    (decrement,) = _chain(y, [("-", 1)])
+    (partial,) = _chain(x, [("*", decrement.result)])
+    return [decrement, partial] + _chain(partial.result, [("+", x)])
 
 
 def verification(problem: Problem, proposed: int, style: str) -> str:
@@ -251,14 +254,18 @@ def comparison(reached: int, target: int) -> Step:
 
 
 def written_style(problem: Problem, proposed: int, check: str) -> str:
-    """The style a written check of `proposed` follows: the one whose first operation (operands and
-    operator) it opens with — the two styles never share one — else "other" (a garbled start)."""
-    opening = check.strip().split(" = ")[0]
-    for style in STYLES:
-        first = verification_steps(problem, proposed, style)[0][0]
-        if opening == f"{first.left} {first.op} {first.right}":
-            return style
-    return "other"
+    """The style a written check of `proposed` follows: the one whose operations (operands and
+    operator) it opens with, the longer run of them deciding where both styles open alike (family 3
+    with a = 1 and the answer equal to b); "other" when neither's first one starts it (a garbled start)."""
+    written = [step.split(" = ")[0].strip() for step in check.strip().split(" . ")]
+
+    def opening_run(style: str) -> int:
+        expected = [f"{s.left} {s.op} {s.right}" for s in verification_steps(problem, proposed, style)[0]]
+        return next((i for i, (w, e) in enumerate(zip(written, expected)) if w != e), min(len(written), len(expected)))
+
+    runs = {style: opening_run(style) for style in STYLES}
+    best = max(STYLES, key=runs.get)
+    return best if runs[best] else "other"
 
 
 def verification_steps(problem: Problem, proposed: int, style: str) -> tuple[list[Step], int, int]:
