@@ -24,7 +24,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.data.max_new_tokens = 96
     config.data.batch_size = 64
     config.data.verification = "mixed"  # problem_solving | confirmative | mixed
-    config.data.confirmative_share = 0.5  # of `mixed` verifications
+    config.data.confirmative_share = 0.75  # of `mixed` verifications (as in π₀'s checking exercises)
     # accuracy at or above each: levels 1..4; below: 5 (see sv_jax/construction.py)
     config.data.level_bounds = DEFAULT_LEVEL_BOUNDS
     config.data.rounds = tuple(DEFAULT_ROUNDS[level] for level in range(1, 6))  # solve-verify rounds at levels 1..5

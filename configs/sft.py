@@ -16,7 +16,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # workdir/sft; "correct_only" trains the paper's baseline into workdir/sft_correct_only: the same
     # questions' right attempts alone, for the same steps and batch.
     config.sft.baseline = ""
-    config.sft.steps = 150  # about 4.6 epochs of the default stage 0 output (packed rows of 512)
+    config.sft.steps = 200  # about 6 epochs of the default stage 0 output (packed rows of 512)
     config.sft.batch_size = 32  # rows of seq_len a step (as many tokens in more, shorter rows when every example fits)
     config.sft.micro_batches = 4  # gradient accumulation: rows in this many slices
     config.sft.seq_len = 512
@@ -27,11 +27,13 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.sft.clip_norm = 1.0
     # KL(policy || π₀) on every action's tokens, masked wrong attempts included: it holds the
     # first-attempt skill that the mask no longer trains where π₀ had it. `kl_tokens`: response
-    # (cue and EOS tokens too), actions, or solves (attempts only). Cue tokens are the new behaviour
-    # (π₀ ends after an answer): with the KL on them, the policy wrote "Retry" after a "wrong"
-    # verdict with probability 0.44 and ended right after an attempt with 0.3.
+    # (cue and EOS tokens too), actions, except_retries (actions but the attempts after the first),
+    # or solves (attempts only). Cue tokens are the new behaviour (π₀ ends after an answer): with the
+    # KL on them, the policy wrote "Retry" after a "wrong" verdict with probability 0.44 and ended
+    # right after an attempt with 0.3. Retries follow a cue π₀ never saw: with the KL on them, a
+    # quarter of the retries read like checks and never reached an answer (experiments/RESULTS.md).
     config.sft.kl_coef = 0.1
-    config.sft.kl_tokens = "actions"
+    config.sft.kl_tokens = "except_retries"
     config.sft.remat = False
     config.sft.checkpoint_every = 100
     config.sft.log_every = 10

@@ -18,7 +18,7 @@ def test_default_initial_policy_checks_proposed_answers(tmp_path):
     config.workdir = str(tmp_path)
     base.run(config)
     figures = json.loads((tmp_path / "base" / "eval.json").read_text())
-    assert figures["n"] == 200 and 0.4 <= figures["accuracy"] <= 0.7
+    assert figures["n"] == config.base.eval_questions and 0.4 <= figures["accuracy"] <= 0.7
     assert figures["check_accuracy"] >= 0.8
     assert all(accuracy >= 0.7 for accuracy in figures["check_accuracy_by_answer"].values())
     assert figures["unprompted_verification"] == 0.0
