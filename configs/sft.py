@@ -30,8 +30,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # (cue and EOS tokens too), actions, except_retries (actions but the attempts after the first),
     # or solves (attempts only). Cue tokens are the new behaviour (π₀ ends after an answer): with the
     # KL on them, the policy wrote "Retry" after a "wrong" verdict with probability 0.44 and ended
-    # right after an attempt with 0.3. Retries follow a cue π₀ never saw: with the KL on them, a
-    # quarter of the retries read like checks and never reached an answer (experiments/RESULTS.md).
+    # right after an attempt with 0.3. Retries follow a cue π₀ never saw: with the KL on them, over
+    # a third of the retries read like checks and never reached an answer (experiments/RESULTS.md).
     config.sft.kl_coef = 0.1
     config.sft.kl_tokens = "except_retries"
     config.sft.remat = False
