@@ -42,8 +42,8 @@ def test_correct_only_examples_are_the_final_attempt_alone():
                {"kind": "verify", "text": " 3 vs 2 . So the answer is wrong .", "correct": True, "mask": 1},
                {"kind": "solve", "text": " 1 + 1 = 2 . The answer is 2 .", "correct": True, "mask": 1},
                {"kind": "verify", "text": " 2 vs 2 . So the answer is right .", "correct": True, "mask": 1}]
-    s2r = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "")
-    baseline = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "correct_only")
+    s2r = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "", "actions")
+    baseline = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "correct_only", "actions")
     assert tokenizer.decode(baseline.tokens, skip_special_tokens=True) == "Question: 1 + 1\nAnswer: 1 + 1 = 2 . The answer is 2 ."
     assert baseline.loss_mask.sum() == baseline.kl_mask.sum() + 1  # the whole response is learned, EOS too
     wrong_tokens = len(tokenizer.encode(actions[0]["text"]))

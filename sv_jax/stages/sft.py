@@ -100,7 +100,7 @@ def row_shape(examples: list[Example], settings: ml_collections.ConfigDict) -> t
 
 
 def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline: str,
-               kl_tokens: str = "actions") -> Example:
+               kl_tokens: str) -> Example:
     """One trajectory as a training sequence; for `correct_only`, its final (right) attempt alone.
 
     `kl_tokens` (one of KL_TOKENS) picks the tokens the KL to π₀ covers; masked wrong attempts are
@@ -110,21 +110,18 @@ def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline
     if baseline == "correct_only":
         chosen = [Action(SOLVE, chosen[-2].text, True, 1)]
     tokenized = tokenize(tokenizer, prompt, chosen, cues)
+    solves = [i for i, action in enumerate(chosen) if action.kind == SOLVE]
     if kl_tokens == "response":
         kl_mask = tokenized.action != PROMPT
     elif kl_tokens == "actions":
         kl_mask = tokenized.action >= 0  # cue and EOS tokens are CUE, prompt tokens PROMPT: both negative
     elif kl_tokens == "except_retries":
-        kl_mask = (tokenized.action >= 0) & ~np.isin(tokenized.action, _retries(chosen))
+        # π₀ never saw the retry cue that opens each attempt after the first, so its next-token
+        # distribution there holds no skill to keep (a KL to it made retries read like checks).
+        kl_mask = (tokenized.action >= 0) & ~np.isin(tokenized.action, solves[1:])
     else:
-        kl_mask = np.isin(tokenized.action, [i for i, action in enumerate(chosen) if action.kind == SOLVE])
+        kl_mask = np.isin(tokenized.action, solves)
     return Example(tokenized.tokens, tokenized.loss_mask, kl_mask.astype(np.int32))
-
-
-def _retries(actions: list[Action]) -> list[int]:
-    """Indices of the solve actions after the first: π₀ never saw the retry cue that opens them, so
-    its next-token distribution there holds no skill to keep (a KL to it made retries read like checks)."""
-    return [i for i, action in enumerate(actions) if action.kind == SOLVE][1:]
 
 
 def read_trajectories(config: ml_collections.ConfigDict) -> list[dict]:
