@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import transformers
 
 from configs import base as base_config
 from sv_jax.models import load_hf
 from sv_jax.stages import base
 from sv_jax.tasks import builtin
+from sv_jax.training.optimizer import linear_cooldown
 
 
 def test_tiny_base_run_writes_model_metrics_checkpoints_and_eval(tmp_path):
@@ -30,9 +32,30 @@ def test_tiny_base_run_writes_model_metrics_checkpoints_and_eval(tmp_path):
     assert figures["n"] == 6 and 0 <= figures["accuracy"] <= 1 and 0 <= figures["check_accuracy"] <= 1
 
 
-def test_packed_rows_are_whole_documents_joined_by_eos(tmp_path):
-    import numpy as np
+def test_a_stopped_run_cools_down_linearly_and_resumes_as_done(tmp_path):
+    config = base_config.get_config("tiny")
+    config.workdir = str(tmp_path)
+    config.base.update(steps=10, stop_accuracy=0.0, stop_check_accuracy=0.0, cooldown_steps=4, log_every=1,
+                       checkpoint_every=4)
+    base.run(config)
+    folder = tmp_path / "base"
+    assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    cooldown = [json.loads(line) for line in (folder / "cooldown" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in cooldown] == [1, 2, 3, 4]
+    rates = [m["lr"] for m in cooldown]  # the rate each update used: the next one's would be 0
+    assert rates[0] > 0 and np.allclose(rates, rates[0] * np.array([1, 0.75, 0.5, 0.25]))
+    model = (folder / "model" / "model.safetensors").read_bytes()
+    base.run(config)  # both phases resume from their final checkpoints and train nothing more
+    assert len((folder / "cooldown" / "metrics.jsonl").read_text().splitlines()) == 4
+    assert (folder / "model" / "model.safetensors").read_bytes() == model
 
+
+def test_linear_cooldown_falls_from_its_start_value_to_zero_and_stays():
+    schedule = linear_cooldown(2e-3, start_step=100, steps=4)
+    assert np.allclose([schedule(c) for c in (100, 101, 103, 104, 110)], [2e-3, 1.5e-3, 0.5e-3, 0.0, 0.0])
+
+
+def test_packed_rows_are_whole_documents_joined_by_eos(tmp_path):
     from sv_jax.tasks import arithmetic as task
     from sv_jax.tasks.tokenizer import train_tokenizer
 
@@ -49,8 +72,6 @@ def test_packed_rows_are_whole_documents_joined_by_eos(tmp_path):
 
 
 def test_questions_carry_no_loss_and_long_batches_hold_as_many_tokens(tmp_path):
-    import numpy as np
-
     from sv_jax.tasks import arithmetic as task
     from sv_jax.tasks.tokenizer import train_tokenizer
 
