@@ -28,7 +28,7 @@ def verify(samples: list[Attempt], style: str = "problem_solving") -> dict[Attem
     return {a: task.verification(PROBLEM, int(a.answer), style) for a in samples}
 
 
-@pytest.mark.parametrize("right, level", [(8, 1), (5, 1), (4, 2), (3, 3), (2, 3), (1, 4), (0, 5)])
+@pytest.mark.parametrize("right, level", [(8, 1), (5, 1), (4, 1), (3, 2), (2, 3), (1, 4), (0, 5)])
 def test_accuracy_sets_the_level(right, level):
     assert difficulty(right / 8) == level  # of the default k = 8 samples
 
