@@ -2,7 +2,8 @@
 
 π₀ must stand where a real initial policy stands: right on some questions and wrong on others (its
 corpus carries slips), able to check a proposed answer when asked (checking exercises), and never
-verifying unprompted. Writes `workdir/base/{model, metrics.jsonl, checkpoints, eval.json}`.
+verifying unprompted. Writes `workdir/base/{model, metrics.jsonl, checkpoints, validation.jsonl,
+eval.json}`, and `workdir/base/cooldown/` (the annealing steps after an early stop).
 """
 
 from __future__ import annotations
