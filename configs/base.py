@@ -61,6 +61,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # and 63.5 % with checks at 87.8-89.8 % (experiments/RESULTS.md).
     config.base.validate_every = 50
     config.base.validate_from = 500
+    # 400 questions: the first draw of 100 to pass read ~6 points high on the test draw, 200 ~3.
     config.base.validation_questions = 400
     config.base.stop_accuracy = 0.35
     config.base.stop_check_accuracy = 0.75
