@@ -32,6 +32,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # KL on them, the policy wrote "Retry" after a "wrong" verdict with probability 0.44 and ended
     # right after an attempt with 0.3. Retries follow a cue π₀ never saw: with the KL on them, over
     # a third of the retries read like checks and never reached an answer (experiments/RESULTS.md).
+    # A share of the multi-round trajectories also trains as one round ({right attempt, confirming
+    # check}): their right attempt then also comes first, as every right attempt does in correct-only SFT.
+    config.sft.one_round_share = 0.0
     config.sft.kl_coef = 0.1
     config.sft.kl_tokens = "except_retries"
     config.sft.remat = False

@@ -61,6 +61,23 @@ def test_correct_only_examples_are_the_final_attempt_alone():
     assert (solves.kl_mask[retry & (s2r.kl_mask == 1)] == 1).all()  # what it leaves out is the retry's tokens
 
 
+def test_one_round_share_adds_the_last_round_of_multi_round_trajectories_for_s2r_only():
+    import ml_collections
+
+    one_round = [{"kind": "solve", "text": "a", "mask": 1}, {"kind": "verify", "text": "b", "mask": 1}]
+    two_rounds = [{"kind": "solve", "text": "w", "mask": 0}, {"kind": "verify", "text": "x", "mask": 1}] + one_round
+    records = [{"actions": one_round}, {"actions": two_rounds}, {"actions": two_rounds}]
+
+    def pairs(share, baseline="", records=records):
+        settings = ml_collections.ConfigDict(dict(one_round_share=share, baseline=baseline))
+        return [actions for _, actions in sft.training_actions(records, settings, seed=0)]
+
+    assert pairs(0.0) == [one_round, two_rounds, two_rounds]
+    assert pairs(1.0) == [one_round, two_rounds, two_rounds, one_round, one_round]
+    assert pairs(1.0, baseline="correct_only") == [one_round, two_rounds, two_rounds]
+    assert 440 < len(pairs(0.5, records=[{"actions": two_rounds}] * 1000)) - 1000 < 560
+
+
 def test_rows_shrink_to_the_longest_example_and_keep_the_tokens_a_step():
     import ml_collections
     import numpy as np

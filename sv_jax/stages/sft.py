@@ -46,6 +46,8 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key 'sft.baseline': {settings.baseline!r} is not one of '', 'correct_only'")
     if settings.kl_tokens not in KL_TOKENS:
         raise UserError(f"config key 'sft.kl_tokens': {settings.kl_tokens!r} is not one of {', '.join(KL_TOKENS)}")
+    if not 0 <= settings.one_round_share <= 1:
+        raise UserError(f"config key 'sft.one_round_share' ({settings.one_round_share}) must be between 0 and 1")
     split = settings.micro_batches * data_parallelism(make_mesh(config.mesh.shape, config.mesh.axes))
     if settings.batch_size % split:
         raise UserError(f"config key 'sft.batch_size' ({settings.batch_size}) must be a multiple of "
@@ -61,12 +63,14 @@ def run(config: ml_collections.ConfigDict) -> None:
     policy = load_hf(folder, config.model.dtype, config.model.param_dtype,
                      shardings=param_shardings(ModelConfig.from_hf(read_hf_config(folder)), mesh))
     template, cues = response_format(config)
-    examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), r["actions"], cues,
-                           settings.baseline, settings.kl_tokens) for r in records]
+    examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), actions, cues,
+                           settings.baseline, settings.kl_tokens)
+                for r, actions in training_actions(records, settings, config.seed)]
     rows, row_length = row_shape(examples, settings)
     batches = Batches(examples, rows, row_length, settings.micro_batches, config.seed, settings.pack)
     epochs = settings.steps * rows / batches.rows_per_epoch
-    print(f"sft: {len(examples)} trajectories, {rows} rows of {row_length} a step, {batches.rows_per_epoch} rows "
+    extra = f" (+{len(examples) - len(records)} as one round)" if len(examples) > len(records) else ""
+    print(f"sft: {len(records)} trajectories{extra}, {rows} rows of {row_length} a step, {batches.rows_per_epoch} rows "
           f"an epoch, {epochs:.1f} epochs" + (f", {batches.truncated} cut at seq_len {settings.seq_len}"
                                               if batches.truncated else ""))
 
@@ -83,6 +87,20 @@ def run(config: ml_collections.ConfigDict) -> None:
                   description=output_name(settings.baseline))
     save_hf(directory / "model", policy.config, state.params, policy.tokenizer)
     print(f"sft: policy written to {directory / 'model'}")
+
+
+def training_actions(records: list[dict], settings: ml_collections.ConfigDict,
+                     seed: int) -> list[tuple[dict, list[dict]]]:
+    """Each record with its actions, and for a `one_round_share` of the multi-round records (S²R
+    only) their last round once more on its own: the right attempt first, then its confirming check.
+
+    A multi-round trajectory trains its right attempt only after a retry cue, so without these the
+    first attempt learns from the easy questions alone, where correct-only SFT learns it from all."""
+    pairs = [(r, r["actions"]) for r in records]
+    if settings.baseline or not settings.one_round_share:
+        return pairs
+    chosen = np.random.default_rng(seed).random(len(records)) < settings.one_round_share
+    return pairs + [(r, r["actions"][-2:]) for r, take in zip(records, chosen) if take and len(r["actions"]) > 2]
 
 
 def row_shape(examples: list[Example], settings: ml_collections.ConfigDict) -> tuple[int, int]:
