@@ -25,6 +25,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.sft.warmup_steps = 30
     config.sft.weight_decay = 0.0
     config.sft.clip_norm = 1.0
+    # A share of the multi-round trajectories also trains as one round ({right attempt, confirming
+    # check}): their right attempt then also comes first, as every right attempt does in correct-only
+    # SFT. Without them the first attempt learned from the easy questions alone and stood 4 points
+    # under correct-only SFT's; with all of them it matched it (79.6 %; seed 0, experiments/RESULTS.md).
+    config.sft.one_round_share = 1.0
     # KL(policy || π₀) on every action's tokens, masked wrong attempts included: it holds the
     # first-attempt skill that the mask no longer trains where π₀ had it. `kl_tokens`: response
     # (cue and EOS tokens too), actions, except_retries (actions but the attempts after the first),
@@ -32,11 +37,6 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # KL on them, the policy wrote "Retry" after a "wrong" verdict with probability 0.44 and ended
     # right after an attempt with 0.3. Retries follow a cue π₀ never saw: with the KL on them, over
     # a third of the retries read like checks and never reached an answer (experiments/RESULTS.md).
-    # A share of the multi-round trajectories also trains as one round ({right attempt, confirming
-    # check}): their right attempt then also comes first, as every right attempt does in correct-only
-    # SFT. Without them the first attempt learned from the easy questions alone and stood 4 points
-    # under correct-only SFT's; with all of them it matched it (79.6 %; seed 0, experiments/RESULTS.md).
-    config.sft.one_round_share = 1.0
     config.sft.kl_coef = 0.1
     config.sft.kl_tokens = "except_retries"
     config.sft.remat = False
