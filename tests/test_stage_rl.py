@@ -52,6 +52,7 @@ def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run
     ("--config.rl.minibatches=3", "rl.minibatches"),
     ("--config.rl.process_credit=tokens", "rl.process_credit"),
     ("--config.sft.kl_tokens=verdicts", "sft.kl_tokens"),
+    ("--config.sft.retry_weight=0", "sft.retry_weight"),
 ])
 def test_a_bad_rl_setting_is_one_line_naming_it(tmp_path, override, named):
     result = subprocess.run([sys.executable, "-m", "sv_jax.main", "--config=configs/rl.py:tiny",

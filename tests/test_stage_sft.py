@@ -33,15 +33,23 @@ def test_eval_of_a_missing_policy_trains_it_through_every_stage(tmp_path):
     assert (tmp_path / "eval" / "sft_correct_only.json").exists()
 
 
-def test_correct_only_examples_are_the_final_attempt_alone():
-    from sv_jax.tasks import builtin
+# A two-round trajectory: a wrong attempt, its rejection, the right retry and its confirmation.
+TWO_ROUNDS = [{"kind": "solve", "text": " 1 + 1 = 3 . The answer is 3 .", "correct": False, "mask": 0},
+              {"kind": "verify", "text": " 3 vs 2 . So the answer is wrong .", "correct": True, "mask": 1},
+              {"kind": "solve", "text": " 1 + 1 = 2 . The answer is 2 .", "correct": True, "mask": 1},
+              {"kind": "verify", "text": " 2 vs 2 . So the answer is right .", "correct": True, "mask": 1}]
+
+
+def _tiny_tokenizer():
     from sv_jax.tasks.tokenizer import train_tokenizer
 
-    tokenizer = train_tokenizer(["Question: 1 + 1\nAnswer: 1 + 1 = 2 . The answer is 2 . So the answer is right ."])
-    actions = [{"kind": "solve", "text": " 1 + 1 = 3 . The answer is 3 .", "correct": False, "mask": 0},
-               {"kind": "verify", "text": " 3 vs 2 . So the answer is wrong .", "correct": True, "mask": 1},
-               {"kind": "solve", "text": " 1 + 1 = 2 . The answer is 2 .", "correct": True, "mask": 1},
-               {"kind": "verify", "text": " 2 vs 2 . So the answer is right .", "correct": True, "mask": 1}]
+    return train_tokenizer(["Question: 1 + 1\nAnswer: 1 + 1 = 2 . The answer is 2 . So the answer is right ."])
+
+
+def test_correct_only_examples_are_the_final_attempt_alone():
+    from sv_jax.tasks import builtin
+
+    tokenizer, actions = _tiny_tokenizer(), TWO_ROUNDS
     s2r = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "", "actions")
     baseline = sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", actions, builtin.CUES, "correct_only", "actions")
     assert tokenizer.decode(baseline.tokens, skip_special_tokens=True) == "Question: 1 + 1\nAnswer: 1 + 1 = 2 . The answer is 2 ."
@@ -59,6 +67,18 @@ def test_correct_only_examples_are_the_final_attempt_alone():
     assert first_and_checks.kl_mask.sum() == s2r.kl_mask.sum() - retry_tokens
     retry = first_and_checks.kl_mask == 0
     assert (solves.kl_mask[retry & (s2r.kl_mask == 1)] == 1).all()  # what it leaves out is the retry's tokens
+
+
+def test_retry_weight_multiplies_the_loss_of_the_right_retry_alone():
+    from sv_jax.tasks import builtin
+
+    tokenizer = _tiny_tokenizer()
+    plain, weighted = (sft.to_example(tokenizer, "Question: 1 + 1\nAnswer:", TWO_ROUNDS, builtin.CUES, "", "actions", w)
+                       for w in (1, 3))
+    retry_tokens = len(tokenizer.encode(TWO_ROUNDS[2]["text"]))
+    assert (weighted.loss_mask == 3).sum() == retry_tokens
+    assert weighted.loss_mask.sum() == plain.loss_mask.sum() + 2 * retry_tokens
+    assert ((weighted.loss_mask == 0) == (plain.loss_mask == 0)).all()  # the wrong attempt stays unlearned
 
 
 def test_one_round_share_adds_the_last_round_of_multi_round_trajectories_for_s2r_only():

@@ -48,6 +48,8 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key 'sft.kl_tokens': {settings.kl_tokens!r} is not one of {', '.join(KL_TOKENS)}")
     if not 0 <= settings.one_round_share <= 1:
         raise UserError(f"config key 'sft.one_round_share' ({settings.one_round_share}) must be between 0 and 1")
+    if settings.retry_weight < 1:
+        raise UserError(f"config key 'sft.retry_weight' ({settings.retry_weight}) must be at least 1")
     split = settings.micro_batches * data_parallelism(make_mesh(config.mesh.shape, config.mesh.axes))
     if settings.batch_size % split:
         raise UserError(f"config key 'sft.batch_size' ({settings.batch_size}) must be a multiple of "
@@ -64,7 +66,7 @@ def run(config: ml_collections.ConfigDict) -> None:
                      shardings=param_shardings(ModelConfig.from_hf(read_hf_config(folder)), mesh))
     template, cues = response_format(config)
     examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), actions, cues,
-                           settings.baseline, settings.kl_tokens)
+                           settings.baseline, settings.kl_tokens, settings.retry_weight)
                 for r, actions in training_actions(records, settings, config.seed)]
     rows, row_length = row_shape(examples, settings)
     batches = Batches(examples, rows, row_length, settings.micro_batches, config.seed, settings.pack)
@@ -118,12 +120,13 @@ def row_shape(examples: list[Example], settings: ml_collections.ConfigDict) -> t
 
 
 def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline: str,
-               kl_tokens: str) -> Example:
+               kl_tokens: str, retry_weight: int = 1) -> Example:
     """One trajectory as a training sequence; for `correct_only`, its final (right) attempt alone.
 
     `kl_tokens` (one of KL_TOKENS) picks the tokens the KL to π₀ covers; masked wrong attempts are
     always among them. Cue and EOS tokens are the new behaviour itself (π₀ ends after an answer and
-    has never written a cue): a KL there holds the policy back from opening verifications and retries."""
+    has never written a cue): a KL there holds the policy back from opening verifications and retries.
+    The right retry's tokens weigh `retry_weight` in the loss (the other learned tokens 1)."""
     chosen = [Action(a["kind"], a["text"], a["correct"], a["mask"]) for a in actions]
     if baseline == "correct_only":
         chosen = [Action(SOLVE, chosen[-2].text, True, 1)]
@@ -139,7 +142,8 @@ def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline
         kl_mask = (tokenized.action >= 0) & ~np.isin(tokenized.action, solves[1:])
     else:
         kl_mask = np.isin(tokenized.action, solves)
-    return Example(tokenized.tokens, tokenized.loss_mask, kl_mask.astype(np.int32))
+    loss_weight = tokenized.loss_mask * np.where(np.isin(tokenized.action, solves[1:]), retry_weight, 1)
+    return Example(tokenized.tokens, loss_weight.astype(np.int32), kl_mask.astype(np.int32))
 
 
 def read_trajectories(config: ml_collections.ConfigDict) -> list[dict]:

@@ -17,8 +17,9 @@ FIELDS = ("inputs", "targets", "positions", "segment_ids", "loss_mask", "kl_mask
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One sequence: its tokens, and per token whether predicting it is learned (`loss_mask`) and
-    whether the KL term applies there (`kl_mask`). Token 0 is never predicted."""
+    """One sequence: its tokens, and per token the weight of predicting it in the loss (`loss_mask`:
+    0 where it is not learned) and whether the KL term applies there (`kl_mask`). Token 0 is never
+    predicted."""
 
     tokens: np.ndarray
     loss_mask: np.ndarray

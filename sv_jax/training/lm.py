@@ -3,7 +3,7 @@ policy, gradient accumulation inside the step.
 
 A batch is a dict of `[micro_batches, batch, time]` int32 arrays: `inputs`, `targets` (the next
 token of each input), `positions`, `segment_ids` (0 on padding; packing gives each example its own
-id), `loss_mask` (1 where the target is learned) and `kl_mask` (1 where the KL term applies).
+id), `loss_mask` (the target's weight in the loss: 0 where it is not learned, usually 1) and `kl_mask` (1 where the KL term applies).
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class LMStep:
         return ce_sum, ce_count, token_kl(logits, jax.lax.stop_gradient(reference_logits), kl_mask), kl_mask.sum()
 
     def __call__(self, state: TrainState, batch: Batch, reference_params: Params | None = None):
-        """One optimizer update from all micro-batches: the loss is normalised by the learned tokens of
-        the whole batch (and the KL by its KL tokens), so accumulation changes nothing but memory."""
+        """One optimizer update from all micro-batches: the loss is normalised by the learned tokens
+        (their summed weights) of the whole batch (and the KL by its KL tokens), so accumulation
+        changes nothing but memory."""
         learned_tokens = jnp.maximum(batch["loss_mask"].astype(jnp.float32).sum(), 1.0)
         kl_tokens = jnp.maximum(batch["kl_mask"].astype(jnp.float32).sum(), 1.0)
 

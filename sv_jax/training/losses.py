@@ -13,7 +13,8 @@ def token_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def masked_cross_entropy(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Summed cross-entropy over the positions where `loss_mask` is 1, and how many there are.
+    """Cross-entropy summed over the positions, each weighted by `loss_mask` (0: not learned), and
+    the sum of the weights.
 
     The caller divides the sums of the whole (global, accumulated) batch, so that every learned
     token weighs the same whatever sequence or micro-batch it sits in.
