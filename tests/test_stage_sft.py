@@ -28,8 +28,11 @@ def test_eval_of_a_missing_policy_trains_it_through_every_stage(tmp_path):
     assert len(records) == figures["n"]
 
     config.eval.policy = "sft_correct_only"
+    config.sft.baseline_steps = 2
     eval_stage.run(config)
     assert (tmp_path / "sft_correct_only" / "model" / "config.json").exists()
+    baseline_metrics = (tmp_path / "sft_correct_only" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in baseline_metrics] == [2]
     assert (tmp_path / "eval" / "sft_correct_only.json").exists()
 
 

@@ -3,8 +3,9 @@
 Every verification, retry cue and the final attempt are learned; wrong attempts are not (mask 0),
 and a KL to π₀ on every response token holds the first-attempt skill the mask no longer trains.
 `sft.baseline = "correct_only"` trains the paper's comparison instead: the same questions' right
-attempts alone. Writes `workdir/<sft | sft_correct_only>/{model, metrics.jsonl, tensorboard,
-checkpoints}`; runs `data` (and `base`) first when the workdir has no trajectories.
+attempts alone, for `sft.baseline_steps`. Writes `workdir/<sft | sft_correct_only>/{model,
+metrics.jsonl, tensorboard, checkpoints}`; runs `data` (and `base`) first when the workdir has no
+trajectories.
 """
 
 from __future__ import annotations
@@ -70,14 +71,15 @@ def run(config: ml_collections.ConfigDict) -> None:
                 for r, actions in training_actions(records, settings, config.seed)]
     rows, row_length = row_shape(examples, settings)
     batches = Batches(examples, rows, row_length, settings.micro_batches, config.seed, settings.pack)
-    epochs = settings.steps * rows / batches.rows_per_epoch
+    steps = settings.baseline_steps if settings.baseline else settings.steps
+    epochs = steps * rows / batches.rows_per_epoch
     extra = f" (+{len(examples) - len(records)} as one round)" if len(examples) > len(records) else ""
     print(f"sft: {len(records)} trajectories{extra}, {rows} rows of {row_length} a step, {batches.rows_per_epoch} rows "
           f"an epoch, {epochs:.1f} epochs" + (f", {batches.truncated} cut at seq_len {settings.seq_len}"
                                               if batches.truncated else ""))
 
     model_config = policy.config.replace(remat=settings.remat)
-    optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps, settings.warmup_steps,
+    optimizer, schedule = make_optimizer(settings.learning_rate, steps, settings.warmup_steps,
                                          settings.weight_decay, settings.clip_norm)
     step = jax.jit(LMStep(model_config, optimizer, settings.kl_coef), donate_argnums=0)
     reference = policy.params if settings.kl_coef else None
@@ -85,7 +87,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     directory = Path(config.workdir) / output_name(settings.baseline)
     on_mesh = batch_sharding(mesh)
     state = train(state, lambda s, batch: step(s, batch, reference), lambda i: jax.device_put(batches(i), on_mesh),
-                  settings.steps, directory, settings.checkpoint_every, settings.log_every, schedule,
+                  steps, directory, settings.checkpoint_every, settings.log_every, schedule,
                   description=output_name(settings.baseline))
     save_hf(directory / "model", policy.config, state.params, policy.tokenizer)
     print(f"sft: policy written to {directory / 'model'}")
