@@ -134,6 +134,7 @@ def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline
         chosen = [Action(SOLVE, chosen[-2].text, True, 1)]
     tokenized = tokenize(tokenizer, prompt, chosen, cues)
     solves = [i for i, action in enumerate(chosen) if action.kind == SOLVE]
+    in_retry = np.isin(tokenized.action, solves[1:])  # the attempts after the first
     if kl_tokens == "response":
         kl_mask = tokenized.action != PROMPT
     elif kl_tokens == "actions":
@@ -141,10 +142,10 @@ def to_example(tokenizer, prompt: str, actions: list[dict], cues: Cues, baseline
     elif kl_tokens == "except_retries":
         # π₀ never saw the retry cue that opens each attempt after the first, so its next-token
         # distribution there holds no skill to keep (a KL to it made retries read like checks).
-        kl_mask = (tokenized.action >= 0) & ~np.isin(tokenized.action, solves[1:])
+        kl_mask = (tokenized.action >= 0) & ~in_retry
     else:
         kl_mask = np.isin(tokenized.action, solves)
-    loss_weight = tokenized.loss_mask * np.where(np.isin(tokenized.action, solves[1:]), retry_weight, 1)
+    loss_weight = tokenized.loss_mask * np.where(in_retry, retry_weight, 1)
     return Example(tokenized.tokens, loss_weight.astype(np.int32), kl_mask.astype(np.int32))
 
 

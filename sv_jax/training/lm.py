@@ -3,7 +3,8 @@ policy, gradient accumulation inside the step.
 
 A batch is a dict of `[micro_batches, batch, time]` int32 arrays: `inputs`, `targets` (the next
 token of each input), `positions`, `segment_ids` (0 on padding; packing gives each example its own
-id), `loss_mask` (the target's weight in the loss: 0 where it is not learned, usually 1) and `kl_mask` (1 where the KL term applies).
+id), `loss_mask` (the target's weight in the loss: 0 where it is not learned, usually 1) and
+`kl_mask` (1 where the KL term applies).
 """
 
 from __future__ import annotations
