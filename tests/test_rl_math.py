@@ -1,6 +1,8 @@
 """Stage 2's numerics against hand-made arrays and NumPy references: reward placement, baselines,
 GAE, and the direction of the PPO gradient."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,7 @@ def test_leave_one_out_equals_a_hand_count():
 
 def test_keyed_baselines_follow_position_level_and_prefix():
     assert baseline_keys("prefix", [False, True, True]) == [(), (False,), (False, True)]
+    json.dumps(baseline_keys("prefix", list(np.array([-1.0, 1.0, 1.0]) > 0)))  # checkpoint metadata is JSON
     assert baseline_keys("level_position", [True, True], level=3) == [(3, 0), (3, 1)]
     baseline = KeyedMeanBaseline(momentum=0.5)
     baseline.update([0, 0, 1], [1.0, 0.0, -1.0])

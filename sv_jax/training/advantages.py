@@ -55,7 +55,9 @@ class KeyedMeanBaseline:
 
 def baseline_keys(kind: str, outcomes: Sequence[bool], level: int = 0) -> list[Hashable]:
     """The key of each action of a response whose actions had `outcomes` (a solve right, a verify
-    matching the truth): by `position`, `level_position` or `prefix` of earlier outcomes."""
+    matching the truth): by `position`, `level_position` or `prefix` of earlier outcomes. Keys are
+    plain Python values: a running baseline is saved as JSON with each checkpoint."""
+    outcomes = [bool(o) for o in outcomes]  # NumPy bools are not JSON
     if kind == "position":
         return list(range(len(outcomes)))
     if kind == "level_position":
