@@ -26,7 +26,10 @@ def test_main_job_runs_every_stage_and_ends_with_the_table(tmp_path):
     for name in ("rl", "rl_outcome"):
         metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in metrics] == [1, 2]
-        assert {"reward", "acc_final", "verify_acc", "kl", "clip_fraction", "loss", "lr"} <= set(metrics[-1])
+        assert {"reward", "acc_final", "verify_acc", "wrong_to_right", "right_to_wrong", "kl", "clip_fraction", "loss",
+                "lr"} <= set(metrics[-1])
+        for m in metrics:  # the final answer differs from the first exactly by the corrections
+            assert m["acc_final"] - m["acc_first"] == pytest.approx(m["wrong_to_right"] - m["right_to_wrong"])
         assert (tmp_path / name / "tensorboard").is_dir()
         transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
 

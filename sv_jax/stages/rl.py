@@ -276,10 +276,15 @@ def _updates(update, state, batch: dict, settings, seed: int, step: int):
 def _rollout_metrics(scored: list[Scored], samples: list[Sample], values: RewardValues, cues: Cues) -> dict:
     verifies = [a for s in scored for a in s.actions if a.kind == VERIFY]
     matches = [r > 0 for s in scored for a, r in zip(s.actions, s.action_rewards) if a.kind == VERIFY]
+    first = np.array([bool(s.solve_correct) and s.solve_correct[0] for s in scored])
+    final = np.array([s.final_correct for s in scored])
     return {
         "reward": float(np.mean(response_rewards(scored, values))),
-        "acc_first": float(np.mean([bool(s.solve_correct) and s.solve_correct[0] for s in scored])),
-        "acc_final": float(np.mean([s.final_correct for s in scored])),
+        "acc_first": float(first.mean()),
+        "acc_final": float(final.mean()),
+        # self-correction as the evaluation counts it (a response with no attempt is wrong at both)
+        "wrong_to_right": float(np.mean(~first & final)),
+        "right_to_wrong": float(np.mean(first & ~final)),
         "verify_acc": float(np.mean(matches)) if matches else 0.0,
         "correct_verdicts": float(np.mean([verdict(a.text, cues) is True for a in verifies])) if verifies else 0.0,
         "attempts": float(np.mean([len(s.solve_correct) for s in scored])),
