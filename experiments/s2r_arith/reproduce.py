@@ -59,7 +59,7 @@ def plots(workdirs: list[Path], summary: dict, root: Path) -> None:
     import matplotlib.pyplot as plt
 
     policies = list(summary)
-    figure, axis = plt.subplots(figsize=(8, 4))
+    figure, (axis, paired) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.38
     for offset, name in ((-width / 2, "acc_first"), (width / 2, "acc_final")):
         means = [summary[p][name][0] or 0.0 for p in policies]
@@ -70,6 +70,18 @@ def plots(workdirs: list[Path], summary: dict, root: Path) -> None:
     axis.set_ylim(0, 1)
     axis.legend()
     axis.set_title(f"Accuracy by stage ({len(workdirs)} seed{'s' * (len(workdirs) > 1)})")
+    # The differences that matter are a few points: each seed's final accuracy against its own
+    # correct-only SFT policy (the bar S²R must clear), one line per seed.
+    tables = [json.loads((w / "eval" / "table.json").read_text()) for w in workdirs]
+    contenders = [p for p in policies if p.startswith("S²R")]
+    for seed, (workdir, row) in enumerate(zip(workdirs, tables)):
+        gains = [100 * (row[p]["acc_final"] - row["correct-only SFT"]["acc_final"]) for p in contenders]
+        paired.plot(range(len(contenders)), gains, marker="o", alpha=0.8, label=workdir.name)
+    paired.axhline(0, color="grey", linewidth=1)
+    paired.set_xticks(range(len(contenders)), contenders, rotation=15)
+    paired.set_ylabel("acc_final − correct-only SFT (points)")
+    paired.set_title("Against correct-only SFT, per seed")
+    paired.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(root / "accuracy_by_stage.png", dpi=120)
 
