@@ -41,6 +41,8 @@ def settings() -> ml_collections.ConfigDict:
     # showed no trend over 40 steps and two runs ended 5 points apart; with 32 it rose from 0.63 to
     # ~0.85 (experiments/RESULTS.md).
     rl.questions_per_step = 32
+    # Roll out only questions at or above this stage 0 difficulty level (1..5; 0: every question).
+    rl.min_level = 0
     rl.samples_per_question = 4
     rl.temperature = 0.7
     rl.max_new_tokens = 512  # room for 4 attempts and their checks (up to ~450 tokens): a cut response is penalized as unended

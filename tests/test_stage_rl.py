@@ -54,6 +54,7 @@ def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run
     ("--config.rl.compare=('outcome','bogus')", "rl.compare"),
     ("--config.rl.minibatches=3", "rl.minibatches"),
     ("--config.rl.process_credit=tokens", "rl.process_credit"),
+    ("--config.rl.min_level=6", "rl.min_level"),
     ("--config.sft.kl_tokens=verdicts", "sft.kl_tokens"),
     ("--config.sft.retry_weight=0", "sft.retry_weight"),
 ])

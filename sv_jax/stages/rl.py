@@ -72,6 +72,9 @@ def _check(settings: ml_collections.ConfigDict) -> None:
     for key, known in choices.items():
         if settings[key] not in known:
             raise UserError(f"config key 'rl.{key}': {settings[key]!r} is not one of {', '.join(known)}")
+    if not 0 <= settings.min_level <= 5:
+        raise UserError(f"config key 'rl.min_level' ({settings.min_level}) must be a difficulty level from 0 (every "
+                        "question) to 5")
     rows = settings.questions_per_step * settings.samples_per_question
     if rows % settings.minibatches:
         raise UserError(f"config key 'rl.minibatches' ({settings.minibatches}) must divide the rollout's "
@@ -87,10 +90,16 @@ class Rollouts:
         self.config, self.settings = config, config.rl
         self.tokenizer = policy.tokenizer
         template, self.cues = response_format(config)
-        self.questions = training_questions(config)
+        questions = training_questions(config)
+        levels = _levels(config, questions)
+        # `rl.min_level` keeps the questions stage 0 found hard, where first attempts fail and retries happen
+        kept = [i for i, level in enumerate(levels) if level >= self.settings.min_level]
+        if not kept:
+            raise UserError(f"config key 'rl.min_level' ({self.settings.min_level}): no training question has a "
+                            "stage 0 difficulty level that high")
+        self.questions, self.levels = [questions[i] for i in kept], [levels[i] for i in kept]
         self.prompts = [self.tokenizer.encode(fill(template, question=q.question), add_special_tokens=False)
                         for q in self.questions]
-        self.levels = _levels(config, self.questions)
         self.spec = SamplingSpec(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
                                  stop_sequences=stop_sequences_for(self.tokenizer, (self.cues.verdict_correct,)),
                                  vocab_size=len(self.tokenizer))
