@@ -1,4 +1,4 @@
-"""The one exception type for bad user input."""
+"""The one exception type for bad user input, and the checks that several stages share."""
 
 
 class UserError(Exception):
@@ -7,3 +7,11 @@ class UserError(Exception):
     The entry point prints its message as a single line and exits non-zero, so the
     message must name the file, line or config key at fault.
     """
+
+
+def require_steps(settings, section: str, *keys: str) -> None:
+    """Raises UserError unless each of `section`'s step counts `keys` is at least 1: with none a
+    training stage would export its starting policy as if trained."""
+    for key in keys:
+        if settings[key] < 1:
+            raise UserError(f"config key '{section}.{key}' ({settings[key]}) must be at least 1")

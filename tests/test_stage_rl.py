@@ -55,6 +55,9 @@ def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run
     ("--config.rl.minibatches=3", "rl.minibatches"),
     ("--config.rl.process_credit=tokens", "rl.process_credit"),
     ("--config.rl.min_level=6", "rl.min_level"),
+    ("--config.rl.steps=0", "rl.steps"),
+    ("--config.sft.baseline_steps=-1", "sft.baseline_steps"),
+    ("--config.base.steps=0", "base.steps"),
     ("--config.sft.kl_tokens=verdicts", "sft.kl_tokens"),
     ("--config.sft.retry_weight=0", "sft.retry_weight"),
 ])

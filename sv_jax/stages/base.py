@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from sv_jax.errors import require_steps
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, save_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
@@ -28,6 +29,7 @@ from sv_jax.trajectory import verdict
 
 def run(config: ml_collections.ConfigDict) -> None:
     settings = config.base
+    require_steps(settings, "base", "steps")
     directory = Path(config.workdir) / "base"
     tokenizer = _tokenizer(directory / "tokenizer", config.seed)
     model_config = ModelConfig(

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
-from sv_jax.errors import UserError
+from sv_jax.errors import UserError, require_steps
 from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, save_hf
 from sv_jax.sampling import Sample, Sampler, SamplingSpec, stop_sequences_for
@@ -63,6 +63,7 @@ def run(config: ml_collections.ConfigDict) -> None:
 
 
 def _check(settings: ml_collections.ConfigDict) -> None:
+    require_steps(settings, "rl", "steps")
     for key, rewards in (("reward", (settings.reward,)), ("compare", settings.compare)):
         for reward in rewards:
             if reward not in REWARDS:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from sv_jax.datasets import read_tfds
-from sv_jax.errors import UserError
+from sv_jax.errors import UserError, require_steps
 from sv_jax.io import numbered_jsonl
 from sv_jax.models import ModelConfig, load_hf, save_hf
 from sv_jax.models.hf import read_hf_config
@@ -43,6 +43,7 @@ def output_name(baseline: str) -> str:
 def check(config: ml_collections.ConfigDict) -> None:
     """Raises UserError for a bad `sft` setting; later stages call it before running this one."""
     settings = config.sft
+    require_steps(settings, "sft", "steps", "baseline_steps")
     if settings.baseline not in BASELINES:
         raise UserError(f"config key 'sft.baseline': {settings.baseline!r} is not one of '', 'correct_only'")
     if settings.kl_tokens not in KL_TOKENS:
