@@ -1,5 +1,7 @@
 """The one exception type for bad user input, and the checks that several stages share."""
 
+import ml_collections
+
 
 class UserError(Exception):
     """Bad input (config, data, model folder, checkpoint) that the user must fix.
@@ -9,7 +11,7 @@ class UserError(Exception):
     """
 
 
-def require_steps(settings, section: str, *keys: str) -> None:
+def require_steps(settings: ml_collections.ConfigDict, section: str, *keys: str) -> None:
     """Raises UserError unless each of `section`'s step counts `keys` is at least 1: with none a
     training stage would export its starting policy as if trained."""
     for key in keys:
