@@ -36,9 +36,8 @@ def run_seed(seed: int, workdir: Path, overrides: list[str]) -> None:
     subprocess.run(command, cwd=REPO, check=True)
 
 
-def table(workdirs: list[Path]) -> tuple[str, dict]:
+def table(tables: list[dict]) -> tuple[str, dict]:
     """Markdown of every policy × figure as mean ± std over the seeds' `eval/table.json`."""
-    tables = [json.loads((w / "eval" / "table.json").read_text()) for w in workdirs]
     lines = ["| policy | " + " | ".join(FIGURES) + " |", "|" + "---|" * (len(FIGURES) + 1)]
     summary = {}
     for policy in tables[0]:
@@ -52,7 +51,7 @@ def table(workdirs: list[Path]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", summary
 
 
-def plots(workdirs: list[Path], summary: dict, root: Path) -> None:
+def plots(workdirs: list[Path], tables: list[dict], summary: dict, root: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,9 +71,8 @@ def plots(workdirs: list[Path], summary: dict, root: Path) -> None:
     axis.set_title(f"Accuracy by stage ({len(workdirs)} seed{'s' * (len(workdirs) > 1)})")
     # The differences that matter are a few points: each seed's final accuracy against its own
     # correct-only SFT policy (the bar S²R must clear), one line per seed.
-    tables = [json.loads((w / "eval" / "table.json").read_text()) for w in workdirs]
     contenders = [p for p in policies if p.startswith("S²R")]
-    for seed, (workdir, row) in enumerate(zip(workdirs, tables)):
+    for workdir, row in zip(workdirs, tables):
         gains = [100 * (row[p]["acc_final"] - row["correct-only SFT"]["acc_final"]) for p in contenders]
         paired.plot(range(len(contenders)), gains, marker="o", alpha=0.8, label=workdir.name)
     paired.axhline(0, color="grey", linewidth=1)
@@ -132,10 +130,11 @@ def main() -> None:
     if not args.skip_runs:
         for seed, workdir in zip(map(int, args.seeds.split(",")), workdirs):
             run_seed(seed, workdir, args.overrides)
-    markdown, summary = table(workdirs)
+    tables = [json.loads((w / "eval" / "table.json").read_text()) for w in workdirs]
+    markdown, summary = table(tables)
     (root / "results.md").write_text(markdown)
     print(markdown)
-    plots(workdirs, summary, root)
+    plots(workdirs, tables, summary, root)
 
 
 if __name__ == "__main__":
