@@ -44,6 +44,10 @@ def settings() -> ml_collections.ConfigDict:
     # Roll out only questions at or above this stage 0 difficulty level (1..5; 0: every question).
     rl.min_level = 0
     rl.samples_per_question = 4
+    # Branches: each step also samples k retries after each of this many responses whose first
+    # verification rejected its attempt (chosen at random, rightly or wrongly rejected), so that whole
+    # leave-one-out groups judge retries from one start. Needs the leave-one-out baseline. 0: none.
+    rl.branches = 0
     rl.temperature = 0.7
     rl.max_new_tokens = 512  # room for 4 attempts and their checks (up to ~450 tokens): a cut response is penalized as unended
     # PPO

@@ -161,3 +161,37 @@ def test_outcome_credit_is_rloo_on_every_token_and_process_credit_is_per_positio
     np.testing.assert_array_equal(credit[1], np.full(5, -2.0))
     credit = process_credit([right, right], 2, RewardValues(), "leave_one_out", "action", None, [0, 0])
     np.testing.assert_array_equal(credit[0], np.zeros(13))  # the same rewards as its peer: no advantage
+
+
+def test_a_branch_starts_where_a_first_verification_rejected_its_attempt():
+    from sv_jax.training.rollout import retry_point
+
+    caught = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    assert retry_point(caught, CUES) == 6  # the wrong attempt, the verify cue and the verification
+    confirmed = score_response(PIECES[7:], ended=True, cues=CUES, is_correct=is_correct)
+    assert retry_point(confirmed, CUES) is None
+    unverified = score_response(PIECES[:2], ended=False, cues=CUES, is_correct=is_correct)
+    assert retry_point(unverified, CUES) is None
+
+
+def test_a_branch_group_learns_only_its_sampled_retries_against_each_other():
+    from configs import rl as rl_config
+    from sv_jax.stages.rl import Rollout, token_advantages
+    from sv_jax.training.rewards import RewardValues
+    from sv_jax.training.rollout import pack_rows
+
+    given = PIECES[:6]  # the wrong attempt and the verification that caught it, as both rows' start
+    right_retry = PIECES[6:]  # right, confirmed: rewards [.., +1, +1]
+    wrong_retry = [PIECES[6], " 5", *PIECES[8:]]  # wrong, wrongly confirmed: [.., -1, -1]
+    scored = [score_response(given + retry, ended=True, cues=CUES, is_correct=is_correct)
+              for retry in (right_retry, wrong_retry)]
+    prompt, start = [1, 2, 3], list(range(10, 16))
+    sampled = [list(range(20, 27))] * 2
+    rollout = Rollout([prompt + start] * 2, sampled, [6, 6], scored, [0, 0], [None, None], fresh=0)
+    batch = pack_rows(rollout.prompts, rollout.sampled, 16)
+    settings = rl_config.settings()
+    settings.samples_per_question = 2
+    advantages = token_advantages(settings, "process", rollout, batch, None, RewardValues(), None)["advantages"]
+    # targets 8..14 are the sampled tokens: cue, attempt, attempt, cue, verification x2, EOS
+    np.testing.assert_array_equal(advantages[0], [0] * 8 + [0, 2, 2, 0, 2, 2, 0] + [0])
+    np.testing.assert_array_equal(advantages[1], [0] * 8 + [0, -2, -2, 0, -2, -2, 0] + [0])

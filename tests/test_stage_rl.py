@@ -1,6 +1,7 @@
 """Stage rl on the tiny preset: the main job end to end (every stage, both reward levels, the
-table), an exact resume after the process is killed, and config errors as one line."""
+table), an exact resume after the process is killed, branches of retries, and config errors as one line."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,7 +12,10 @@ import transformers
 
 from configs import rl as rl_config
 from sv_jax.stages import eval as eval_stage
+from sv_jax.models import load_hf
 from sv_jax.stages import rl
+from sv_jax.training.rewards import RewardValues
+from sv_jax.training.rollout import retry_point
 from tests.killing import ENV, REPO, kill_and_resume, stage_command
 
 
@@ -40,13 +44,45 @@ def rl_command(workdir: Path) -> list[str]:
                          "--config.rl.baseline=prefix")  # a running baseline: its state must resume too
 
 
-def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A tiny workdir where base, data and sft have run: where RL starts."""
     config = rl_config.get_config("tiny")
-    config.workdir = str(tmp_path / "prepared")
-    eval_stage.ensure_policy(config, "sft")  # base, data and sft, shared by both runs
-    kill_and_resume(rl_command, tmp_path / "prepared", tmp_path, "rl", killed_after=2)
+    config.workdir = str(tmp_path_factory.mktemp("prepared"))
+    eval_stage.ensure_policy(config, "sft")
+    return config
+
+
+def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run(tmp_path, prepared):
+    kill_and_resume(rl_command, Path(prepared.workdir), tmp_path, "rl", killed_after=2)
     logged = [(tmp_path / w / "rl" / "metrics.jsonl").read_text().splitlines() for w in "ab"]
     assert [json.loads(line)["reward"] for line in logged[0]] == [json.loads(line)["reward"] for line in logged[1]]
+
+
+def test_a_branch_resamples_retries_from_where_a_first_check_rejected_its_attempt(prepared):
+    config = copy.deepcopy(prepared)
+    config.rl.branches = 3
+    k = config.rl.samples_per_question
+    rollouts = rl.Rollouts(config, load_hf(eval_stage.ensure_policy(config, "sft")))
+    question, prompt = rollouts.questions[0], rollouts.prompts[0]
+    response = rollouts.tokenizer.encode(" 5 .\nCheck: 5 - 2 = 3 . So the answer is wrong .\nRetry: 7 .",
+                                         add_special_tokens=False)
+    values = RewardValues()
+    scored = rollouts.score([question] * k, [[]] * k, [response] * k, values)
+    rollout = rl.Rollout([prompt] * k, [response] * k, [0] * k, scored, [0] * k, [question] * k, fresh=k)
+    at = retry_point(scored[0], rollouts.cues)
+    assert at is not None and 0 < at < len(response)
+
+    branched = rollouts.branch(rollout, step=0, values=values)
+    assert len(branched.sampled) == k + config.rl.branches * k and branched.fresh == k
+    for row in range(k, len(branched.sampled)):
+        assert branched.given[row] == at and branched.prompts[row] == prompt + response[:at]
+        assert at + len(branched.sampled[row]) <= config.rl.max_new_tokens  # one response's budget in all
+        first, check = branched.scored[row].actions[:2]  # the whole response is judged, its start included
+        assert first.text == scored[0].actions[0].text and check.text.startswith(scored[0].actions[1].text)
+    confirmed = rollouts.score([question] * k, [[]] * k, [response[:at - 1]] * k, values)  # no verdict
+    unbranched = rl.Rollout([prompt] * k, [response] * k, [0] * k, confirmed, [0] * k, [question] * k, fresh=k)
+    assert rollouts.branch(unbranched, step=0, values=values) is unbranched
 
 
 @pytest.mark.parametrize("override, named", [
@@ -55,6 +91,7 @@ def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run
     ("--config.rl.minibatches=3", "rl.minibatches"),
     ("--config.rl.process_credit=tokens", "rl.process_credit"),
     ("--config.rl.min_level=6", "rl.min_level"),
+    ("--config.rl.branches=-1", "rl.branches"),
     ("--config.rl.steps=0", "rl.steps"),
     ("--config.sft.baseline_steps=-1", "sft.baseline_steps"),
     ("--config.base.steps=0", "base.steps"),

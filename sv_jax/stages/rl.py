@@ -11,6 +11,7 @@ and with `rl.report` the stage ends with the recipe's table on the test draw (th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import PPOStep, init_value_head, policy_outputs
 from sv_jax.training.rewards import RewardValues, Scored, action_end_tokens, outcome_tokens, score_response
 from sv_jax.training.rollout import (BASELINES, Packing, outcome_credit, pack_rows, place, process_credit,
-                                     response_rewards, reward_to_go)
+                                     response_rewards, retry_point, reward_to_go)
 from sv_jax.trajectory import SOLVE, VERIFY, Cues, parse, verdict
 
 REWARDS = ("outcome", "process")
@@ -80,8 +81,28 @@ def _check(settings: ml_collections.ConfigDict) -> None:
     if rows % settings.minibatches:
         raise UserError(f"config key 'rl.minibatches' ({settings.minibatches}) must divide the rollout's "
                         f"{rows} rows (rl.questions_per_step x rl.samples_per_question)")
+    if settings.branches < 0:
+        raise UserError(f"config key 'rl.branches' ({settings.branches}) must be 0 (none) or more")
+    if settings.branches and (settings.advantage, settings.baseline) != ("baseline", "leave_one_out"):
+        raise UserError("config key 'rl.branches': branches are judged by the leave-one-out baseline of their "
+                        "group; set rl.advantage=baseline and rl.baseline=leave_one_out")
     if settings.baseline == "leave_one_out" and settings.advantage == "baseline" and settings.samples_per_question < 2:
         raise UserError("config key 'rl.samples_per_question' must be at least 2 for a leave-one-out baseline")
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One step's rows. Each holds a prompt (a question, plus the `given` start of a response for a
+    branch), the tokens the policy sampled after it, and the whole response scored. The first
+    `fresh` rows answer the step's questions (k rows a question); branches follow, k rows each."""
+
+    prompts: list[list[int]]
+    sampled: list[list[int]]
+    given: list[int]
+    scored: list[Scored]
+    levels: list[int]
+    questions: list[Question]
+    fresh: int
 
 
 class Rollouts:
@@ -117,21 +138,55 @@ class Rollouts:
                   for epoch in {epoch for epoch, _ in positions}}
         return np.array([orders[epoch][within] for epoch, within in positions])
 
-    def __call__(self, params, step: int, values: RewardValues) -> tuple[np.ndarray, list[Sample], list[Scored]]:
+    def __call__(self, params, step: int, values: RewardValues) -> Rollout:
         chosen = self.chosen(step)
-        self.sampler.params = params
         k = self.settings.samples_per_question
-        samples = [s for row in self.sampler.sample([self.prompts[i] for i in chosen], self.spec, k,
-                                                    seed=self.config.seed * 1_000_003 + step) for s in row]
-        pieces = [_pieces(self.tokenizer, s.token_ids) for s in samples]
-        texts = ["".join(p) for p in pieces]
-        solves = [[a.text for a in parse(t, self.cues) if a.kind == SOLVE] for t in texts]
+        self.sampler.params = params
+        samples = self._sample([self.prompts[i] for i in chosen], seed=self.config.seed * 1_000_003 + step)
         questions = [self.questions[i] for i in chosen for _ in range(k)]
+        sampled = [s.token_ids for s in samples]
+        rollout = Rollout([self.prompts[i] for i in chosen for _ in range(k)], sampled, [0] * len(sampled),
+                          self.score(questions, [[]] * len(sampled), sampled, values),
+                          [self.levels[i] for i in chosen for _ in range(k)], questions, len(sampled))
+        return self.branch(rollout, step, values) if self.settings.branches else rollout
+
+    def _sample(self, prompts: list[list[int]], seed: int) -> list[Sample]:
+        rows = self.sampler.sample(prompts, self.spec, self.settings.samples_per_question, seed=seed)
+        return [s for row in rows for s in row]
+
+    def score(self, questions: list[Question], given: list[list[int]], sampled: list[list[int]],
+               values: RewardValues) -> list[Scored]:
+        """Each whole response (`given` tokens, then `sampled` ones) graded and scored."""
+        pieces = [_pieces(self.tokenizer, [*g, *s]) for g, s in zip(given, sampled)]
+        solves = [[a.text for a in parse("".join(p), self.cues) if a.kind == SOLVE] for p in pieces]
         correct = iter(evaluate.grade(self.config, questions, solves, from_file=bool(self.config.data.questions)))
         stops = set(self.spec.stop_sequences)
-        scored = [score_response(p, _ended(s.token_ids, stops), self.cues, lambda _: next(correct), values)
-                  for p, s in zip(pieces, samples)]
-        return chosen, samples, scored
+        return [score_response(p, _ended(s, stops), self.cues, lambda _: next(correct), values)
+                for p, s in zip(pieces, sampled)]
+
+    def branch(self, rollout: Rollout, step: int, values: RewardValues) -> Rollout:
+        """`rl.branches` groups of k retries added to the rollout, each sampled after the first
+        verification of one of its responses that rejected its attempt (rightly or not), so that the
+        group's leave-one-out baseline judges retries from the same start."""
+        points = [(row, at) for row, scored in enumerate(rollout.scored)
+                  if (at := retry_point(scored, self.cues)) is not None]
+        if not points:
+            return rollout
+        rng = np.random.default_rng([self.config.seed, step])
+        count = self.settings.branches
+        starts = [points[i] for i in rng.choice(len(points), count, replace=len(points) < count)]
+        samples = self._sample([[*rollout.prompts[row], *rollout.sampled[row][:at]] for row, at in starts],
+                               seed=int(rng.integers(2**31)))
+        k, budget = self.settings.samples_per_question, self.settings.max_new_tokens
+        rows = [(row, at) for row, at in starts for _ in range(k)]
+        given = [rollout.sampled[row][:at] for row, at in rows]
+        sampled = [s.token_ids[: budget - at] for s, (_, at) in zip(samples, rows)]  # a response's budget in all
+        questions = [rollout.questions[row] for row, _ in rows]
+        return Rollout(rollout.prompts + [rollout.prompts[row] + g for (row, _), g in zip(rows, given)],
+                       rollout.sampled + sampled, rollout.given + [at for _, at in rows],
+                       rollout.scored + self.score(questions, given, sampled, values),
+                       rollout.levels + [rollout.levels[row] for row, _ in rows], rollout.questions + questions,
+                       rollout.fresh)
 
 
 def training_questions(config: ml_collections.ConfigDict) -> list[Question]:
@@ -198,18 +253,17 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
         bar = tqdm(total=settings.steps, initial=start, desc=name, unit="step")
         for step in range(start, settings.steps):
             began = time.perf_counter()
-            chosen, samples, scored = rollouts(state.params["policy"], step, values)
-            batch = _batch(rollouts, chosen, samples)
-            scoring = Packing.of(batch["segment_ids"], range(len(samples)))
+            rollout = rollouts(state.params["policy"], step, values)
+            batch = pack_rows(rollout.prompts, rollout.sampled, rollouts.row_length)
+            scoring = Packing.of(batch["segment_ids"], range(len(rollout.sampled)))
             packed = scoring.pack(_rows(batch))
             policy_logprobs, _, value_estimates = outputs(policy.config, state.params, packed, settings.temperature)
             reference_logprobs, _, _ = outputs(policy.config, reference, packed, settings.temperature)
             batch["old_logprobs"], batch["reference_logprobs"] = map(scoring.unpack, (policy_logprobs, reference_logprobs))
             value_estimates = None if value_estimates is None else scoring.unpack(value_estimates)
-            batch.update(_advantages(settings, reward, scored, rollouts, chosen, batch, running, values,
-                                     value_estimates))
+            batch.update(token_advantages(settings, reward, rollout, batch, running, values, value_estimates))
             state, update_metrics = _updates(update, state, batch, settings, config.seed, step)
-            metrics = {**_rollout_metrics(scored, samples, values, rollouts.cues), **update_metrics,
+            metrics = {**_rollout_metrics(rollout, values, rollouts.cues), **update_metrics,
                        "lr": float(schedule(int(state.step) - 1)), "seconds": time.perf_counter() - began}
             writer.write(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}", acc=f"{metrics['acc_final']:.2f}")
@@ -224,22 +278,17 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
     return directory / "model"
 
 
-def _batch(rollouts: Rollouts, chosen: np.ndarray, samples: list[Sample]) -> dict[str, np.ndarray]:
-    """One response a row (host arrays); scoring and updates pack them (`Packing`)."""
-    k = rollouts.settings.samples_per_question
-    return pack_rows([rollouts.prompts[i] for i in chosen for _ in range(k)], [s.token_ids for s in samples],
-                     rollouts.row_length)
-
-
 def _rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The batch's `[rows, time]` arrays (not the per-response `offsets`)."""
     return {name: value for name, value in batch.items() if name != "offsets"}
 
 
-def _advantages(settings, reward: str, scored: list[Scored], rollouts: Rollouts, chosen: np.ndarray, batch: dict,
-                running: KeyedMeanBaseline | None, values: RewardValues, value_estimates) -> dict:
-    """Per-token `advantages` (and `returns` for the value head) on the batch's target positions."""
-    offsets, length = np.asarray(batch["offsets"]), rollouts.row_length
+def token_advantages(settings, reward: str, rollout: Rollout, batch: dict, running: KeyedMeanBaseline | None,
+                values: RewardValues, value_estimates) -> dict:
+    """Per-token `advantages` (and `returns` for the value head) on the batch's target positions:
+    each response's credit from its sampled tokens on (a branch's given start is not learned)."""
+    offsets, length = np.asarray(batch["offsets"]), batch["inputs"].shape[1]
+    scored = rollout.scored
     mask = np.asarray(batch["response_mask"], np.float32)
     k = settings.samples_per_question
     kl_penalty = np.zeros_like(mask)
@@ -248,20 +297,24 @@ def _advantages(settings, reward: str, scored: list[Scored], rollouts: Rollouts,
     if settings.advantage == "gae":
         per_token = [outcome_tokens(s, len(s.token_action), values) if reward == "outcome"
                      else action_end_tokens(s, len(s.token_action), values) for s in scored]
-        rewards = place(per_token, offsets, length) + kl_penalty
+        rewards = place(_sampled_part(per_token, rollout), offsets, length) + kl_penalty
         advantages, returns = gae(jnp.asarray(rewards), value_estimates, jnp.asarray(mask), settings.gae_gamma,
                                   settings.gae_lambda)
     else:
-        levels = [rollouts.levels[i] for i in chosen for _ in range(k)]
         if reward == "outcome":
-            credit = outcome_credit(scored, k, values, settings.baseline, running, levels)
+            credit = outcome_credit(scored, k, values, settings.baseline, running, rollout.levels)
         else:
-            credit = process_credit(scored, k, values, settings.baseline, settings.process_credit, running, levels)
-        advantages = place(credit, offsets, length) + reward_to_go(kl_penalty, mask)
+            credit = process_credit(scored, k, values, settings.baseline, settings.process_credit, running,
+                                    rollout.levels)
+        advantages = place(_sampled_part(credit, rollout), offsets, length) + reward_to_go(kl_penalty, mask)
         returns = None
     if settings.whiten:
         advantages = whiten(advantages, jnp.asarray(mask))
     return {"advantages": advantages} | ({"returns": returns} if returns is not None else {})
+
+
+def _sampled_part(per_response: list[np.ndarray], rollout: Rollout) -> list[np.ndarray]:
+    return [values[given:] for values, given in zip(per_response, rollout.given)]
 
 
 def _updates(update, state, batch: dict, settings, seed: int, step: int):
@@ -269,25 +322,27 @@ def _updates(update, state, batch: dict, settings, seed: int, step: int):
     packed (the order a function of the run's seed and the step, so a resumed run shuffles as the
     uninterrupted one); mean metrics."""
     rows = batch["inputs"].shape[0]
-    size = rows // settings.minibatches
     rng = np.random.default_rng([seed, step])
     batch = _rows(batch)
     collected = []
     for _ in range(settings.epochs):
         order = rng.permutation(rows)
-        for start in range(0, rows, size):
-            packing = Packing.of(batch["segment_ids"], order[start : start + size])
+        for members in np.array_split(order, settings.minibatches):
+            packing = Packing.of(batch["segment_ids"], members)
             state, metrics = update(state, packing.pack(batch))
             collected.append(metrics)
     collected = jax.device_get(collected)
     return state, {name: float(np.mean([m[name] for m in collected])) for name in collected[0]}
 
 
-def _rollout_metrics(scored: list[Scored], samples: list[Sample], values: RewardValues, cues: Cues) -> dict:
+def _rollout_metrics(rollout: Rollout, values: RewardValues, cues: Cues) -> dict:
+    """The fresh rows' figures (comparable with or without branches), and the branches' final accuracy."""
+    scored = rollout.scored[: rollout.fresh]
     verifies = [a for s in scored for a in s.actions if a.kind == VERIFY]
     matches = [r > 0 for s in scored for a, r in zip(s.actions, s.action_rewards) if a.kind == VERIFY]
     first = np.array([bool(s.solve_correct) and s.solve_correct[0] for s in scored])
     final = np.array([s.final_correct for s in scored])
+    branches = rollout.scored[rollout.fresh :]
     return {
         "reward": float(np.mean(response_rewards(scored, values))),
         "acc_first": float(first.mean()),
@@ -299,7 +354,9 @@ def _rollout_metrics(scored: list[Scored], samples: list[Sample], values: Reward
         "correct_verdicts": float(np.mean([verdict(a.text, cues) is True for a in verifies])) if verifies else 0.0,
         "attempts": float(np.mean([len(s.solve_correct) for s in scored])),
         "ended": float(np.mean([s.ended for s in scored])),
-        "response_tokens": float(np.mean([len(s.token_ids) for s in samples])),
+        "response_tokens": float(np.mean([len(t) for t in rollout.sampled[: rollout.fresh]])),
+        "branch_rows": len(branches),
+        "branch_acc_final": float(np.mean([s.final_correct for s in branches])) if branches else 0.0,
     }
 
 

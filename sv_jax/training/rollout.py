@@ -13,6 +13,7 @@ import numpy as np
 
 from sv_jax.training.advantages import KeyedMeanBaseline, baseline_keys, leave_one_out, leave_one_out_by_position
 from sv_jax.training.rewards import RewardValues, Scored, process_tokens
+from sv_jax.trajectory import Cues, verdict
 
 BASELINES = ("leave_one_out", "position", "level_position", "prefix")
 
@@ -143,6 +144,16 @@ def process_credit(scored: Sequence[Scored], k: int, values: RewardValues, basel
             all_keys += keys
         running.update(all_keys, np.concatenate(action_rewards) if action_rewards else [])
     return [process_tokens(s, a, len(s.token_action), credit, values) for s, a in zip(scored, advantages)]
+
+
+def retry_point(scored: Scored, cues: Cues) -> int | None:
+    """How many of a response's tokens lead up to the end of its first verification when that
+    verification rejected the attempt (a retry comes next: a branch resamples it from there); None
+    when the first verification accepts, reads no verdict, or is missing."""
+    if len(scored.actions) < 2 or verdict(scored.actions[1].text, cues) is not False:
+        return None
+    verification = np.flatnonzero(scored.token_action == 1)
+    return int(verification[-1]) + 1 if len(verification) else None
 
 
 def reward_to_go(per_token: np.ndarray, mask: np.ndarray) -> np.ndarray:
