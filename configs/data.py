@@ -28,6 +28,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # accuracy at or above each: levels 1..4; below: 5 (see sv_jax/construction.py)
     config.data.level_bounds = DEFAULT_LEVEL_BOUNDS
     config.data.rounds = tuple(DEFAULT_ROUNDS[level] for level in range(1, 6))  # solve-verify rounds at levels 1..5
+    # A share of the one-round trajectories ({right attempt, confirming check}) that open with the same
+    # attempt wrongly rejected by a check with a slip in it (not learned): SFT then also shows a retry
+    # after a false rejection, which keeps the right answer. 0: the paper's trajectories alone.
+    config.data.false_rejections = 0.0
     config.data.use_reference = True  # a question with no right sample ends on its reference solution
     config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)
 
@@ -37,7 +41,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.data.cues = ml_collections.ConfigDict(dataclasses.asdict(Cues()))
     config.data.grader = ml_collections.ConfigDict({"workers": 2, "timeout_s": 5})  # math-verify processes
     # A questions file's verifications: written by a verifier model (empty path: the policy itself)
-    # in the asked style, `tries` samples each; the first whose verdict agrees with the grader is kept.
+    # in the asked style, `tries` samples each; the first with the verdict wanted is kept (the grader's).
     config.data.verifier = ml_collections.ConfigDict()
     config.data.verifier.path = ""
     config.data.verifier.tries = 4

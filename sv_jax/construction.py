@@ -85,3 +85,13 @@ def build_trajectory(
     actions.append(Action(SOLVE, final.text, correct=True, mask=1))
     actions.append(Action(VERIFY, verifications[final], correct=True, mask=1))
     return actions
+
+
+def with_false_rejection(actions: list[Action], check: str) -> list[Action]:
+    """A one-round trajectory {right attempt, confirming check} opened by the same attempt and
+    `check`, one that wrongly rejects it (mask 0: a slip the policy is not taught to make), so that
+    SFT also shows a retry after a false rejection: the right answer, solved from the question again
+    rather than from the numbers of the check just written."""
+    if len(actions) != 2 or not actions[0].correct:
+        raise ValueError("a false rejection opens a one-round trajectory of a right attempt")
+    return [actions[0], Action(VERIFY, check, correct=False, mask=0), *actions]

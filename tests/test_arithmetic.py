@@ -69,6 +69,19 @@ def test_verifications_end_in_the_true_verdict(seed, family, style, offset):
     assert task.written_style(problem, proposed, "0 + 0 = 0 . " + text) == "other"  # no check opens so
 
 
+@settings(max_examples=200)
+@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES), style=st.sampled_from(task.STYLES))
+def test_a_slipped_check_rejects_a_right_answer_by_one_wrong_step(seed, family, style):
+    problem = task.make_problem(family, task.draw_numbers(family, np.random.default_rng(seed)))
+    true_check = task.verification(problem, problem.answer, style).split(" . ")
+    slipped = task.slipped_verification(problem, problem.answer, style, np.random.default_rng(seed)).split(" . ")
+    assert slipped[-1] == task.VERDICT_WRONG and task.written_style(
+        problem, problem.answer, " " + " . ".join(slipped)) == style
+    # the steps agree but for the last worked one (its result off) and the comparison it feeds
+    assert slipped[:-3] == true_check[:-3] and slipped[-3] != true_check[-3]
+    assert wrong_left_sides(slipped[-3]) and not wrong_left_sides(slipped[-2])
+
+
 def wrong_left_sides(text: str) -> set[str]:
     """`L op R` of every step `L op R = X .` of a solution whose X is not L op R."""
     wrong = set()

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from sv_jax.construction import DEFAULT_ROUNDS, Attempt, build_trajectory, candidates, choose_style, difficulty
+from sv_jax.construction import (DEFAULT_ROUNDS, Attempt, build_trajectory, candidates, choose_style, difficulty,
+                                 with_false_rejection)
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.trajectory import SOLVE, VERIFY, build, parse, verdict
@@ -91,3 +92,15 @@ def test_styles_are_chosen_as_configured():
     assert abs(np.mean(confirmative) - 0.8) < 0.03  # 3.4 standard deviations
     with pytest.raises(ValueError):
         choose_style("vibes", rng)
+
+
+def test_a_false_rejection_opens_a_one_round_trajectory_unlearned():
+    samples = attempts(8, 0)
+    actions = build_trajectory(samples, 1, verify(samples), np.random.default_rng(0))
+    check = task.slipped_verification(PROBLEM, PROBLEM.answer, "confirmative", np.random.default_rng(0))
+    opened = with_false_rejection(actions, check)
+    assert [(a.kind, a.correct, a.mask) for a in opened] == [
+        (SOLVE, True, 1), (VERIFY, False, 0), (SOLVE, True, 1), (VERIFY, True, 1)]
+    assert opened[0].text == opened[2].text and opened[1].text == check
+    with pytest.raises(ValueError):
+        with_false_rejection(opened, check)  # only a one-round trajectory

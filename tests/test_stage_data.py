@@ -2,6 +2,9 @@
 
 import json
 
+import numpy as np
+import pytest
+
 from configs import data as data_config
 from sv_jax.stages import data
 from sv_jax.tasks import arithmetic as task
@@ -29,3 +32,20 @@ def test_fresh_workdir_runs_base_then_writes_trajectories(tmp_path):
         assert task.grade(problem, solves[-1]["text"]) and solves[-1]["mask"] == 1
         assert all(a["mask"] == 0 and not a["correct"] for a in solves[:-1])
         assert 1 <= record["difficulty"] <= 5
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_a_share_of_easy_questions_opens_with_a_false_rejection(share):
+    source = data.BuiltinSource(6, seed=0)
+    right = [[task.solution_text(task.solution_steps(p))] * 4 for p in source.problems]  # level 1: one round
+    settings = data_config.get_config().data
+    settings.false_rejections = share
+    records, _ = data.construct(source, source.grade(right), settings, np.random.default_rng(0),
+                                np.random.default_rng(1))
+    for record in records:
+        kinds = [(a["kind"], a["correct"], a["mask"]) for a in record["actions"]]
+        if share:
+            assert kinds == [("solve", True, 1), ("verify", False, 0), ("solve", True, 1), ("verify", True, 1)]
+            assert record["actions"][1]["text"].endswith(task.VERDICT_WRONG)
+        else:
+            assert kinds == [("solve", True, 1), ("verify", True, 1)]

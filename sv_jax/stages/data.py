@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 import ml_collections
 import numpy as np
 
-from sv_jax.construction import Attempt, build_trajectory, candidates, choose_style, difficulty
+from sv_jax.construction import Attempt, build_trajectory, candidates, choose_style, difficulty, with_false_rejection
 from sv_jax.datasets import prepare_tfds
 from sv_jax.errors import UserError
 from sv_jax.io import write_jsonl
@@ -29,7 +29,7 @@ from sv_jax.tasks.grading import grade_rows
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.trajectory import VERIFY, Cues, build, parse, verdict
 
-VerifyRequest = tuple[int, Attempt, str]  # (question index, attempt, style)
+VerifyRequest = tuple[int, Attempt, str, bool]  # (question index, attempt, style, the verdict wanted)
 
 
 class Source(Protocol):
@@ -60,6 +60,8 @@ def policy_folder(config: ml_collections.ConfigDict) -> Path:
 
 def run(config: ml_collections.ConfigDict) -> None:
     settings = config.data
+    if not 0 <= settings.false_rejections <= 1:
+        raise UserError(f"config key 'data.false_rejections' ({settings.false_rejections}) must be between 0 and 1")
     questions = read_questions(settings.questions, settings.split) if settings.questions else None  # fail early
     policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
     source: Source = (QuestionsSource(config, questions, policy) if questions is not None
@@ -75,7 +77,9 @@ def run(config: ml_collections.ConfigDict) -> None:
     # kept as sampled (its leading space included) so that SFT sees the tokens π₀ writes.
     texts = [[parse(tokenizer.decode(s.token_ids, skip_special_tokens=True), source.cues)[0].text
               for s in row] for row in samples]
-    records, summary = construct(source, source.grade(texts), settings, np.random.default_rng(config.seed))
+    # false rejections draw from their own stream, so that their share leaves every other draw as it was
+    records, summary = construct(source, source.grade(texts), settings, np.random.default_rng(config.seed),
+                                 np.random.default_rng([config.seed, 1]))
 
     directory = Path(config.workdir) / "data"
     write_jsonl(directory / "trajectories.jsonl", records)
@@ -86,8 +90,9 @@ def run(config: ml_collections.ConfigDict) -> None:
 
 
 def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collections.ConfigDict,
-              rng: np.random.Generator) -> tuple[list[dict], dict]:
-    """Graded samples → levels → verified candidate attempts → trajectory records, and the summary."""
+              rng: np.random.Generator, rejections_rng: np.random.Generator) -> tuple[list[dict], dict]:
+    """Graded samples → levels → verified candidate attempts → trajectory records, and the summary.
+    A `data.false_rejections` share of the one-round trajectories opens with a false rejection."""
     levels, pools, requests = [], [], []
     for index, (question, sampled) in enumerate(zip(source.questions, attempts)):
         accuracy = sum(a.correct for a in sampled) / len(sampled)
@@ -96,20 +101,30 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
         if accuracy == 0 and settings.use_reference and question.solution:
             pool.append(Attempt(question.solution, question.answer, True))
         pools.append(pool)
-        requests += [(index, a, choose_style(settings.verification, rng, settings.confirmative_share))
+        requests += [(index, a, choose_style(settings.verification, rng, settings.confirmative_share), a.correct)
                      for a in candidates(pool)]
+    for index, (pool, (_, level)) in enumerate(zip(pools, levels)):
+        if settings.rounds[level - 1] == 1 and rejections_rng.random() < settings.false_rejections:
+            requests += [(index, a, choose_style(settings.verification, rejections_rng, settings.confirmative_share),
+                          False) for a in candidates(pool) if a.correct]
     verified = source.verify(requests)
     kept: list[dict[Attempt, str]] = [{} for _ in pools]
-    for (index, attempt, _), text in zip(requests, verified):
-        if text is not None:
+    rejecting: list[dict[str, str]] = [{} for _ in pools]  # attempt text → a check that wrongly rejects it
+    for (index, attempt, _, wanted), text in zip(requests, verified):
+        if text is not None and wanted == attempt.correct:
             kept[index][attempt] = text
+        elif text is not None:
+            rejecting[index][attempt.text] = text
 
     records, skipped = [], Counter()
-    for question, (accuracy, level), pool, verifications in zip(source.questions, levels, pools, kept):
+    for question, (accuracy, level), pool, verifications, false_checks in zip(source.questions, levels, pools, kept,
+                                                                           rejecting):
         actions = build_trajectory(pool, settings.rounds[level - 1], verifications, rng)
         if actions is None:
             skipped["no right attempt" if not any(a.correct for a in pool) else "no kept verification of a right attempt"] += 1
             continue
+        if len(actions) == 2 and actions[0].text in false_checks:
+            actions = with_false_rejection(actions, false_checks[actions[0].text])
         records.append({
             "id": question.id, "question": question.question, "answer": question.answer,
             "difficulty": level, "accuracy": accuracy,
@@ -126,7 +141,8 @@ def summarize(records: list[dict], cues: Cues, questions: int, k: int, attempts:
     """What a researcher checks before training on the data: levels, lengths, verdict balance."""
     verdicts_by_position: dict[int, list[bool]] = {}
     for record in records:
-        verifications = [a for a in record["actions"] if a["kind"] == VERIFY]
+        # the verdicts SFT learns: a false rejection (mask 0) is shown, not taught
+        verifications = [a for a in record["actions"] if a["kind"] == VERIFY and a["mask"]]
         for position, action in enumerate(verifications, start=1):
             verdicts_by_position.setdefault(position, []).append(verdict(action["text"], cues) is True)
     flat = [a for row in attempts for a in row]
@@ -150,6 +166,7 @@ class BuiltinSource:
 
     def __init__(self, count: int, seed: int):
         self.problems = task.draw_problems("train", count, seed)
+        self.slips = np.random.default_rng([seed, 2])
         self.questions = [
             Question(p.id, p.question, str(p.answer), " " + task.solution_text(task.solution_steps(p)))
             for p in self.problems
@@ -166,13 +183,17 @@ class BuiltinSource:
         return graded
 
     def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]:
-        # After the cue, as after the checking exercises' "Check:" that π₀ learned to check from.
-        return [" " + task.verification(self.problems[i], int(attempt.answer), style) for i, attempt, style in requests]
+        # After the cue, as after the checking exercises' "Check:" that π₀ learned to check from. A
+        # verdict wanted against the truth is a check with a slip in it.
+        return [" " + (task.verification(self.problems[i], int(attempt.answer), style) if wanted == attempt.correct
+                       else task.slipped_verification(self.problems[i], int(attempt.answer), style, self.slips))
+                for i, attempt, style, wanted in requests]
 
 
 class QuestionsSource:
     """A questions file: math-verify grades; a verifier model writes verifications in the asked
-    style, up to `tries` samples each, and the first whose verdict agrees with the grader is kept."""
+    style, up to `tries` samples each, and the first with the verdict wanted (the grader's, or against it for
+    a false rejection) is kept."""
 
     def __init__(self, config: ml_collections.ConfigDict, questions: list[Question], policy: LoadedModel):
         settings = config.data
@@ -205,7 +226,7 @@ class QuestionsSource:
             tokenizer.encode(fill(settings.prompts[style], question=self.questions[i].question, attempt=attempt.text,
                                   correct=self.cues.verdict_correct, incorrect=self.cues.verdict_incorrect),
                              add_special_tokens=False)
-            for i, attempt, style in requests
+            for i, attempt, style, _ in requests
         ]
         spec = SamplingSpec(
             max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
@@ -214,9 +235,9 @@ class QuestionsSource:
         samples = Sampler(verifier.config, verifier.params, self.settings.batch_size).sample(
             prompts, spec, settings.tries, self.seed + 1, progress=True)
         kept = []
-        for (_, attempt, _), tries in zip(requests, samples):
+        for (_, attempt, _, wanted), tries in zip(requests, samples):
             texts = [tokenizer.decode(s.token_ids, skip_special_tokens=True).strip() for s in tries]
-            agreeing = [t for t in texts if verdict(t, self.cues) == attempt.correct and self._is_one_action(t)]
+            agreeing = [t for t in texts if verdict(t, self.cues) == wanted and self._is_one_action(t)]
             kept.append(agreeing[0] if agreeing else None)
         return kept
 

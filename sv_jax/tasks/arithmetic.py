@@ -247,6 +247,23 @@ def verification(problem: Problem, proposed: int, style: str) -> str:
     return f"{body} {_verdict(reached == target)}"
 
 
+def slipped_verification(problem: Problem, proposed: int, style: str, rng: np.random.Generator) -> str:
+    """A check that slips: its last worked step's result off by 1 to 10, carried into the comparison,
+    which then rejects `proposed` whether or not it is right (the false rejections a policy's own
+    checks make)."""
+    steps, reached, target = verification_steps(problem, proposed, style)
+    size = int(rng.integers(1, 11)) * (1 if rng.random() < 0.5 else -1)
+    last = steps[-1]
+    steps = steps[:-1] + [Step(last.left, last.op, last.right, last.result + size)]
+    # the last step yields the number the check reached, except where it rebuilds the question's product
+    if style == "confirmative" and problem.family in (3, 5):
+        target += size
+    else:
+        reached += size
+    body = " ".join(s.text() for s in steps + [comparison(reached, target)])
+    return f"{body} {_verdict(reached == target)}"
+
+
 def comparison(reached: int, target: int) -> Step:
     """The check's last step, `reached - target = d`: a tiny model reads a verdict off `= 0 .` at
     once, where comparing `61 vs 61` stayed at chance after 2,100 steps of pretraining."""
