@@ -3,7 +3,9 @@
 Each step samples `samples_per_question` responses to a batch of training questions with the
 current policy (one jitted program), grades and scores them on the host (`sv_jax.training.rewards`),
 turns the rewards into per-token advantages (critic-free baselines, or GAE with a value head), and
-runs `epochs` passes of jitted PPO updates over minibatches of the rollout. The policy written to
+runs `epochs` passes of jitted PPO updates over minibatches of the rollout. With `rl.branches`, a
+step also resamples groups of retries from where its own responses' first checks rejected an
+attempt, so that retries are judged against retries from the same start. The policy written to
 `workdir/rl` learns `rl.reward`; `rl.compare` trains the other reward levels into `workdir/rl_<reward>`,
 and with `rl.report` the stage ends with the recipe's table on the test draw (the main job).
 """
@@ -155,7 +157,7 @@ class Rollouts:
         return [s for row in rows for s in row]
 
     def score(self, questions: list[Question], given: list[list[int]], sampled: list[list[int]],
-               values: RewardValues) -> list[Scored]:
+              values: RewardValues) -> list[Scored]:
         """Each whole response (`given` tokens, then `sampled` ones) graded and scored."""
         pieces = [_pieces(self.tokenizer, [*g, *s]) for g, s in zip(given, sampled)]
         solves = [[a.text for a in parse("".join(p), self.cues) if a.kind == SOLVE] for p in pieces]
@@ -284,7 +286,7 @@ def _rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def token_advantages(settings, reward: str, rollout: Rollout, batch: dict, running: KeyedMeanBaseline | None,
-                values: RewardValues, value_estimates) -> dict:
+                     values: RewardValues, value_estimates) -> dict:
     """Per-token `advantages` (and `returns` for the value head) on the batch's target positions:
     each response's credit from its sampled tokens on (a branch's given start is not learned)."""
     offsets, length = np.asarray(batch["offsets"]), batch["inputs"].shape[1]
