@@ -28,9 +28,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # accuracy at or above each: levels 1..4; below: 5 (see sv_jax/construction.py)
     config.data.level_bounds = DEFAULT_LEVEL_BOUNDS
     config.data.rounds = tuple(DEFAULT_ROUNDS[level] for level in range(1, 6))  # solve-verify rounds at levels 1..5
-    # A share of the one-round trajectories ({right attempt, confirming check}) that open with the same
-    # attempt wrongly rejected by a check with a slip in it (not learned): SFT then also shows a retry
-    # after a false rejection, which keeps the right answer. 0: the paper's trajectories alone.
+    # A share of the questions at a one-round level (level 1 on the defaults), whose trajectory {right
+    # attempt, confirming check} then opens with the same attempt wrongly rejected by a check with a
+    # slip in it (not learned): SFT also shows a retry after a false rejection, which keeps the right
+    # answer. 0: the paper's trajectories alone.
     config.data.false_rejections = 0.0
     config.data.use_reference = True  # a question with no right sample ends on its reference solution
     config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)

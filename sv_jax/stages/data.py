@@ -92,7 +92,7 @@ def run(config: ml_collections.ConfigDict) -> None:
 def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collections.ConfigDict,
               rng: np.random.Generator, rejections_rng: np.random.Generator) -> tuple[list[dict], dict]:
     """Graded samples → levels → verified candidate attempts → trajectory records, and the summary.
-    A `data.false_rejections` share of the one-round trajectories opens with a false rejection."""
+    A `data.false_rejections` share of the questions at one-round levels open with a false rejection."""
     levels, pools, requests = [], [], []
     for index, (question, sampled) in enumerate(zip(source.questions, attempts)):
         accuracy = sum(a.correct for a in sampled) / len(sampled)
