@@ -154,6 +154,7 @@ def summarize(records: list[dict], cues: Cues, questions: int, k: int, attempts:
         "trajectories": len(records),
         "levels": {str(level): count for level, count in sorted(Counter(r["difficulty"] for r in records).items())},
         "mean_actions": float(np.mean([len(r["actions"]) for r in records])) if records else 0.0,
+        "false_rejections": sum(a["kind"] == VERIFY and not a["mask"] for r in records for a in r["actions"]),
         "correct_verdict_share_by_position": {str(p): float(np.mean(v)) for p, v in sorted(verdicts_by_position.items())},
         "skipped": dict(skipped),
     }
