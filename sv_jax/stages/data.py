@@ -123,7 +123,7 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
         if actions is None:
             skipped["no right attempt" if not any(a.correct for a in pool) else "no kept verification of a right attempt"] += 1
             continue
-        if len(actions) == 2 and actions[0].text in false_checks:
+        if actions[0].text in false_checks:  # asked for one-round levels only
             actions = with_false_rejection(actions, false_checks[actions[0].text])
         records.append({
             "id": question.id, "question": question.question, "answer": question.answer,

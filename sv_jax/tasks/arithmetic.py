@@ -242,9 +242,7 @@ def _product_by_parts(x: int, y: int) -> list[Step]:
 def verification(problem: Problem, proposed: int, style: str) -> str:
     """A verify action for `proposed`: a worked check, the difference of the two numbers it compares,
     and the verdict, "right" exactly when that difference is 0."""
-    steps, reached, target = verification_steps(problem, proposed, style)
-    body = " ".join(s.text() for s in steps + [comparison(reached, target)])
-    return f"{body} {_verdict(reached == target)}"
+    return _check_text(*verification_steps(problem, proposed, style))
 
 
 def slipped_verification(problem: Problem, proposed: int, style: str, rng: np.random.Generator) -> str:
@@ -260,6 +258,11 @@ def slipped_verification(problem: Problem, proposed: int, style: str, rng: np.ra
         target += size
     else:
         reached += size
+    return _check_text(steps, reached, target)
+
+
+def _check_text(steps: list[Step], reached: int, target: int) -> str:
+    """The worked steps, the comparison of the two numbers they reached, and its verdict."""
     body = " ".join(s.text() for s in steps + [comparison(reached, target)])
     return f"{body} {_verdict(reached == target)}"
 
