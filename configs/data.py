@@ -31,8 +31,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # A share of the questions at a one-round level (level 1 on the defaults), whose trajectory {right
     # attempt, confirming check} then opens with the same attempt wrongly rejected by a check with a
     # slip in it (not learned): SFT also shows a retry after a false rejection, which keeps the right
-    # answer. 0: the paper's trajectories alone.
-    config.data.false_rejections = 0.0
+    # answer. 0: the paper's trajectories alone. On a questions file each such question asks the
+    # verifier again for every right candidate, for a check with the wrong verdict.
+    config.data.false_rejections = 1.0
     config.data.use_reference = True  # a question with no right sample ends on its reference solution
     config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)
 
