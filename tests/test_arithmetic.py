@@ -1,5 +1,7 @@
 """The built-in task: exact wording and answers, disjoint splits, slips, verdicts of both styles."""
 
+import operator
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -82,6 +84,9 @@ def test_a_slipped_check_rejects_a_right_answer_by_one_wrong_step(seed, family, 
     assert wrong_left_sides(slipped[-3]) and not wrong_left_sides(slipped[-2])
 
 
+OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.floordiv}
+
+
 def wrong_left_sides(text: str) -> set[str]:
     """`L op R` of every step `L op R = X .` of a solution whose X is not L op R."""
     wrong = set()
@@ -89,8 +94,7 @@ def wrong_left_sides(text: str) -> set[str]:
         if " = " in step:
             left_side, result = step.split(" = ")
             left, op, right = left_side.split()
-            true = {"+": int(left) + int(right), "-": int(left) - int(right),
-                    "*": int(left) * int(right), "/": int(left) // int(right)}[op]
+            true = OPERATIONS[op](int(left), int(right))
             if true != int(result):
                 wrong.add(left_side)
     return wrong
