@@ -6,6 +6,7 @@ one line that names it and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -68,6 +69,9 @@ def main(argv: list[str]) -> None:
     if _WORKDIR.value:
         config.workdir = _WORKDIR.value
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models and data load from local folders only
+    # JAX logs each accelerator backend it finds missing (e.g. TPU on a CPU host) at INFO, which
+    # absl prints: noise before a stage's own first line, and between a bad input and its one line
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
     from sv_jax import stages
 

@@ -21,7 +21,10 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache
+from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache, param_shardings
+from sv_jax.models.decoder import KEY_VALUE
+from sv_jax.models.partitioning import constrain
+from sv_jax.sharding import data_parallelism, replicated, rows_sharding
 
 MIN_PROMPT_BUCKET = 16
 
@@ -158,8 +161,9 @@ def generate(
 
     prompt_tokens, prompt_mask: `[prompts, prompt_len]`, mask 1 on real tokens (each row has one).
     With `compact`, every decode phase after the first runs on the rows still going, gathered into the
-    smallest of rows, rows / 2, rows / 4, rows / 8 that holds them: the long tail of a batch does not
-    pay for the rows that have ended. The samples are the same either way.
+    smallest of rows, rows / 2, rows / 4, rows / 8 that holds them (and that the mesh's data-parallel
+    devices divide): the long tail of a batch does not pay for the rows that have ended. The samples
+    are the same either way. On `config.mesh` each device decodes its own rows.
     """
     prompts, prompt_len = prompt_tokens.shape
     positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
@@ -174,7 +178,7 @@ def generate(
     rng, first_rng = jax.random.split(rng)
     token, logprob = choose_tokens(per_sample(logits[:, -1]), first_rng, spec)
     window = max((len(s) for s in spec.stop_sequences), default=1)
-    state = _Rows(
+    state = _laid_out(config, _Rows(
         ids=jnp.arange(rows),
         tokens=jnp.zeros((rows, spec.max_new_tokens), jnp.int32),
         logprobs=jnp.zeros((rows, spec.max_new_tokens), jnp.float32),
@@ -187,7 +191,7 @@ def generate(
         positions=per_sample(positions[:, -1] + 1),
         recent=jnp.full((rows, window), -1, jnp.int32),
         ended=jnp.zeros((rows,), bool),
-    )
+    ))
 
     def decode_step(carry):
         step, r = carry
@@ -205,25 +209,38 @@ def generate(
             token=token, logprob=logprob, recent=recent,
             ended=r.ended | _ends_with_stop(recent, spec.stop_sequences),
         )
-        return step + 1, r
+        return step + 1, _laid_out(config, r)
 
     def decode(carry, phase_end):
         return jax.lax.while_loop(lambda c: (c[0] < phase_end) & ~jnp.all(c[1].ended), decode_step, carry)
 
     step = jnp.zeros((), jnp.int32)
     for phase, phase_end in enumerate(phase_ends):
-        state = _grown(state, prompt_len + phase_end)
+        state = _laid_out(config, _grown(state, prompt_len + phase_end))
         if phase == 0 or not compact:
             step, state = decode((step, state), phase_end)
         else:
-            step, state = _decode_compacted(decode, step, state, phase_end)
+            step, state = _decode_compacted(decode, step, state, phase_end, config)
     return SampleOutput(state.tokens, state.logprobs, state.lengths)
 
 
-def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int) -> tuple[jax.Array, _Rows]:
-    """`decode` on the rows still going, gathered into the smallest of rows / 2^j (j < 4) holding them."""
+def _laid_out(config: ModelConfig, state: _Rows) -> _Rows:
+    """The rows split over the data-parallel axes of `config.mesh` (the cache's KV heads over `model`)."""
+    if config.mesh is None:
+        return state
+    by_rows = lambda x: constrain(x, ("activation_rows",) + (None,) * (x.ndim - 1), config.mesh)  # noqa: E731
+    by_heads = lambda x: constrain(x, KEY_VALUE, config.mesh)  # noqa: E731
+    return jax.tree.map(by_rows, state.replace(keys=(), values=())).replace(
+        keys=tuple(map(by_heads, state.keys)), values=tuple(map(by_heads, state.values)))
+
+
+def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int,
+                      config: ModelConfig) -> tuple[jax.Array, _Rows]:
+    """`decode` on the rows still going, gathered into the smallest of rows / 2^j (j < 4) holding them
+    that the mesh's data-parallel devices divide."""
     rows = state.ended.shape[0]
-    sizes = [rows >> j for j in range(4) if rows % (1 << j) == 0]
+    split = data_parallelism(config.mesh) if config.mesh is not None else 1
+    sizes = [rows >> j for j in range(4) if rows % (split << j) == 0]
     going_first = jnp.argsort(state.ended, stable=True)
     smallest_fit = jnp.sum(jnp.asarray(sizes) >= jnp.sum(~state.ended)) - 1
 
@@ -233,7 +250,7 @@ def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int) -> 
             if size == rows:
                 return decode((step, full), phase_end)
             picked = going_first[:size]
-            step, part = decode((step, jax.tree.map(lambda x: x[picked], full)), phase_end)
+            step, part = decode((step, _laid_out(config, jax.tree.map(lambda x: x[picked], full))), phase_end)
             return step, jax.tree.map(lambda x, y: x.at[picked].set(y), full, part)
 
         return branch
@@ -284,7 +301,12 @@ class _Programs:
     def __init__(self, config: ModelConfig):
         self.config = config
         self.traced = 0
-        self.generate = jax.jit(self._traced_generate, static_argnames=("spec", "num_samples"))
+        layout = {}
+        if config.mesh is not None:  # each device holds and decodes its own rows
+            rows, lengths = rows_sharding(config.mesh), rows_sharding(config.mesh, ndim=1)
+            layout = dict(in_shardings=(param_shardings(config, config.mesh), rows, rows, replicated(config.mesh)),
+                          out_shardings=SampleOutput(rows, rows, lengths))
+        self.generate = jax.jit(self._traced_generate, static_argnums=(4, 5), **layout)
 
     def _traced_generate(self, params, prompt_tokens, prompt_mask, rng, spec, num_samples):
         self.traced += 1  # runs only while tracing, i.e. once per compiled program
@@ -313,6 +335,8 @@ class Sampler:
         self.batch_size = batch_size
         self.compilations = 0
         self._programs = _programs_for(config)
+        # a batch's rows split evenly over the mesh's data-parallel devices
+        self._rows_multiple = data_parallelism(config.mesh) if config.mesh is not None else 1
 
     def sample(
         self,
@@ -354,6 +378,7 @@ class Sampler:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token")
         rows = min(_next_power_of_two(len(prompts)), _next_power_of_two(self.batch_size))
+        rows = -(-rows // self._rows_multiple) * self._rows_multiple
         length = max(MIN_PROMPT_BUCKET, _next_power_of_two(max(map(len, prompts))))
         tokens = np.zeros((rows, length), np.int32)
         mask = np.zeros((rows, length), np.int32)
@@ -362,7 +387,7 @@ class Sampler:
             tokens[row, length - len(prompt) :] = prompt
             mask[row, length - len(prompt) :] = 1
         traced_before = self._programs.traced
-        output = self._programs.generate(self.params, tokens, mask, rng, spec=spec, num_samples=num_samples)
+        output = self._programs.generate(self.params, tokens, mask, rng, spec, num_samples)
         self.compilations += self._programs.traced - traced_before
         return output
 

@@ -1,31 +1,34 @@
-"""Device meshes and the layout of parameters and batches on them (`jax.jit` shardings).
+"""Device meshes and the layout of parameters, training states and batches on them (`jax.jit`
+shardings).
 
-Parameters carry logical axis names (`sv_jax.models.logical_axes`); `RULES` maps each onto a mesh
-axis: the batch splits over `data`, and parameters shard over `fsdp` (their `embed` axis: FSDP) and
-`model` (heads, MLP width, vocabulary: tensor parallelism). Mesh axes a config leaves out are simply
-not used, and a dimension that a mesh axis does not divide stays whole, so any mesh runs any model.
+Every array names its axes logically and `partitioning.RULES` maps the names onto the mesh: rows of
+batches, activations and KV caches split over `data` and `fsdp` (FSDP is data parallel with sharded
+parameters), parameters shard their `embed` axis over `fsdp` and heads, MLP width and vocabulary
+over `model`. Mesh axes a config leaves out are simply not used, and a dimension that a mesh axis
+does not divide stays whole, so any mesh runs any model.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
+import ml_collections
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sv_jax.errors import UserError
-from sv_jax.models import ModelConfig, Params, logical_axes, param_shapes
+from sv_jax.models import param_shardings
+from sv_jax.models.partitioning import RULES
 
-RULES: dict[str, str] = {
-    "embed": "fsdp",
-    "vocab": "model",
-    "heads": "model",
-    "kv_heads": "model",
-    "mlp": "model",
-}
 KNOWN_AXES = ("data", "fsdp", "model")
+ROW_AXES = RULES["activation_rows"]
+
+__all__ = ["batch_sharding", "data_parallelism", "make_mesh", "mesh_of", "param_shardings", "replicated",
+           "rows_sharding", "state_shardings"]
 
 
 def make_mesh(shape: Sequence[int], axes: Sequence[str], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -47,27 +50,45 @@ def make_mesh(shape: Sequence[int], axes: Sequence[str], devices: Sequence[jax.D
     return Mesh(np.array(devices).reshape(shape), axes)
 
 
-def param_shardings(config: ModelConfig, mesh: Mesh) -> Params:
-    """A `NamedSharding` for every parameter, from its logical axes through `RULES`."""
-    def sharding(spec: PartitionSpec, shape: jax.ShapeDtypeStruct) -> NamedSharding:
-        axes = []
-        for name, size in zip(spec, shape.shape):
-            axis = RULES.get(name)
-            fits = axis in mesh.shape and size % mesh.shape[axis] == 0 and axis not in axes
-            axes.append(axis if fits else None)
-        return NamedSharding(mesh, PartitionSpec(*axes))
+def mesh_of(config: ml_collections.ConfigDict) -> Mesh:
+    """The run's one mesh, from `config.mesh` (built once: every stage of a run shares it)."""
+    return _cached_mesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
 
-    return jax.tree.map(sharding, logical_axes(config), param_shapes(config),
-                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+@functools.lru_cache(maxsize=None)
+def _cached_mesh(shape: tuple[int, ...], axes: tuple[str, ...]) -> Mesh:
+    return make_mesh(shape, axes)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Whole on every device: scalars, step counters, metrics, small heads."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def rows_sharding(mesh: Mesh, ndim: int = 2, rows_axis: int = 0) -> NamedSharding:
+    """Arrays whose axis `rows_axis` holds rows (`[rows, time]` rollouts, `[rows]` lengths): rows
+    split over `data` and `fsdp`, the other axes whole."""
+    rows = tuple(a for a in ROW_AXES if a in mesh.shape) or None
+    return NamedSharding(mesh, PartitionSpec(*(rows if i == rows_axis else None for i in range(ndim))))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """`[micro_batches, rows, time]` arrays: rows split over `data` (and `fsdp`, which holds
-    different rows too: FSDP is data parallel with sharded parameters)."""
-    rows = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
-    return NamedSharding(mesh, PartitionSpec(None, rows or None, None))
+    """`[micro_batches, rows, time]` training batches: rows split over `data` and `fsdp`."""
+    return rows_sharding(mesh, ndim=3, rows_axis=1)
 
 
 def data_parallelism(mesh: Mesh) -> int:
     """How many ways a batch's rows are split: rows a step must be a multiple of it."""
-    return math.prod(mesh.shape.get(a, 1) for a in ("data", "fsdp"))
+    return math.prod(mesh.shape.get(a, 1) for a in ROW_AXES)
+
+
+def state_shardings(state: Any, params: Any, optimizer: optax.GradientTransformation, mesh: Mesh) -> Any:
+    """The shardings of a `TrainState` (arrays or `ShapeDtypeStruct`s) whose parameters are laid out
+    as `params` (shardings, a tree prefix of the parameters: one sharding may stand for a subtree):
+    the optimizer's per-parameter moments as their parameter, its counters and the step replicated."""
+    whole = replicated(mesh)
+    params = jax.tree.map(lambda sharding, subtree: jax.tree.map(lambda _: sharding, subtree), params, state.params)
+    opt_state = optax.tree_map_params(optimizer, lambda _, sharding: sharding, state.opt_state, params,
+                                      transform_non_params=lambda _: whole)
+    return state.replace(step=whole, params=params, opt_state=opt_state)
+

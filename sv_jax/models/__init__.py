@@ -10,6 +10,7 @@ from sv_jax.models.decoder import (
     init_params,
     logical_axes,
     param_shapes,
+    param_shardings,
 )
 from sv_jax.models.hf import LoadedModel, load_hf, load_tokenizer, save_hf
 
@@ -27,5 +28,6 @@ __all__ = [
     "load_tokenizer",
     "logical_axes",
     "param_shapes",
+    "param_shardings",
     "save_hf",
 ]

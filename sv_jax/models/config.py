@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jax.sharding import Mesh
+
 from sv_jax.errors import UserError
 
 FAMILIES = ("llama", "qwen2")
@@ -49,6 +51,9 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass: memory for time
+    # The device mesh activations, logits and caches are laid out on inside jitted programs (by
+    # `partitioning.RULES`); None: wherever the inputs are. A run's layout, not the architecture.
+    mesh: Mesh | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:

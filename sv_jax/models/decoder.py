@@ -17,11 +17,22 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sv_jax.models.config import ModelConfig
+from sv_jax.models.partitioning import constrain, mesh_spec
 from sv_jax.models.rope import apply_rotary, inverse_frequencies
 
 Params = dict[str, Any]
+
+# Logical axes of activations (names in `partitioning.RULES`): rows split over the data-parallel
+# axes everywhere, heads / MLP width / vocabulary over `model`.
+HIDDEN = ("activation_rows", None, None)  # [batch, time, embed]
+QUERY = ("activation_rows", None, "activation_heads", None)  # [batch, time, heads, head_dim]
+KEY_VALUE = ("activation_rows", "activation_kv_heads", None, None)  # [batch, kv_heads, time | slots, head_dim]
+MLP_HIDDEN = ("activation_rows", "activation_mlp")  # [batch * time, mlp]
+LOGITS = ("activation_rows", None, "activation_vocab")  # [batch, time, vocab]
+CACHE_ROWS = ("activation_rows", None)  # [batch, slots]
 
 
 @flax.struct.dataclass
@@ -41,12 +52,14 @@ class KVCache:
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
-    """An empty cache; allocate it once per (batch, length) bucket."""
+    """An empty cache; allocate it once per (batch, length) bucket. On `config.mesh` (inside jit) its
+    rows split over the data-parallel axes and its KV heads over `model`."""
     shape = (batch, config.num_kv_heads, max_len, config.head_dim)
+    empty = lambda: constrain(jnp.zeros(shape, config.dtype), KEY_VALUE, config.mesh)  # noqa: E731
     return KVCache(
-        keys=tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers)),
-        values=tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers)),
-        segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+        keys=tuple(empty() for _ in range(config.num_layers)),
+        values=tuple(empty() for _ in range(config.num_layers)),
+        segment_ids=constrain(jnp.zeros((batch, max_len), jnp.int32), CACHE_ROWS, config.mesh),
         index=jnp.zeros((), jnp.int32),
     )
 
@@ -133,17 +146,19 @@ class Attention(nn.Module):
         c = self.config
         inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
         query = apply_rotary(self._projection(c.num_heads, "heads", "q")(x), positions, inv_freq)
+        query = constrain(query, QUERY, c.mesh)
         key = apply_rotary(self._projection(c.num_kv_heads, "kv_heads", "k")(x), positions, inv_freq)
         value = self._projection(c.num_kv_heads, "kv_heads", "v")(x)
-        key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)  # [batch, kv_heads, time, head_dim]
+        key, value = (constrain(a.transpose(0, 2, 1, 3), KEY_VALUE, c.mesh) for a in (key, value))
         causal = layer_cache is None
         if not causal:
             cached_keys, cached_values = layer_cache
             start = (0, 0, cache_index, 0)
             key = jax.lax.dynamic_update_slice(cached_keys, key.astype(cached_keys.dtype), start)
             value = jax.lax.dynamic_update_slice(cached_values, value.astype(cached_values.dtype), start)
+            key, value = constrain(key, KEY_VALUE, c.mesh), constrain(value, KEY_VALUE, c.mesh)
             layer_cache = (key, value)
-        attended = attention(query, key, value, mask, causal)
+        attended = constrain(attention(query, key, value, mask, causal), QUERY, c.mesh)
         out = nn.DenseGeneral(
             c.hidden_size,
             axis=(-2, -1),
@@ -180,7 +195,7 @@ class MLP(nn.Module):
         # of 2-d matmuls ~1.5x faster than that of `[batch, time, features]` ones.
         flat = x.reshape(-1, x.shape[-1])
         hidden = nn.silu(dense(c.intermediate_size, ("embed", "mlp"), "gate")(flat))
-        hidden = hidden * dense(c.intermediate_size, ("embed", "mlp"), "up")(flat)
+        hidden = constrain(hidden * dense(c.intermediate_size, ("embed", "mlp"), "up")(flat), MLP_HIDDEN, c.mesh)
         return dense(c.hidden_size, ("mlp", "embed"), "down")(hidden).reshape(x.shape)
 
 
@@ -192,9 +207,9 @@ class Block(nn.Module):
         attended, layer_cache = Attention(self.config, name="attention")(
             RMSNorm(self.config, name="attention_norm")(x), positions, mask, layer_cache, cache_index
         )
-        x = x + attended
+        x = constrain(x + attended, HIDDEN, self.config.mesh)
         x = x + MLP(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
-        return x, layer_cache
+        return constrain(x, HIDDEN, self.config.mesh), layer_cache
 
 
 class Decoder(nn.Module):
@@ -223,7 +238,7 @@ class Decoder(nn.Module):
             embedding_init=_init(("vocab", "embed")),
             name="embed",
         )
-        x = embed(tokens)
+        x = constrain(embed(tokens), HIDDEN, c.mesh)
         mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
         new_keys, new_values = [], []
         block = nn.remat(Block) if c.remat else Block
@@ -252,10 +267,10 @@ class Decoder(nn.Module):
             cache = KVCache(
                 keys=tuple(new_keys),
                 values=tuple(new_values),
-                segment_ids=key_segments,
+                segment_ids=constrain(key_segments, CACHE_ROWS, c.mesh),
                 index=cache_index + tokens.shape[1],
             )
-        return logits.astype(jnp.float32), cache
+        return constrain(logits.astype(jnp.float32), LOGITS, c.mesh), cache
 
 
 def _attention_mask(segment_ids: jax.Array, cache: KVCache | None):
@@ -286,7 +301,7 @@ def _example_inputs(batch: int = 1, time: int = 1):
 
 def init_params(config: ModelConfig, rng: jax.Array) -> Params:
     """Random parameters (normal, std 0.02; norms at 1), as a plain pytree without axis metadata."""
-    boxed = Decoder(config).init(rng, *_example_inputs())["params"]
+    boxed = Decoder(config.replace(mesh=None)).init(rng, *_example_inputs())["params"]
     return nn.meta.unbox(boxed)
 
 
@@ -297,8 +312,14 @@ def param_shapes(config: ModelConfig) -> Params:
 
 def logical_axes(config: ModelConfig) -> Params:
     """The pytree of `PartitionSpec`s of logical axis names ('embed', 'heads', ...) of every parameter."""
-    boxed = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), *_example_inputs())["params"])
+    boxed = jax.eval_shape(lambda: Decoder(config.replace(mesh=None)).init(jax.random.key(0), *_example_inputs())["params"])
     return nn.get_partition_spec(boxed)
+
+
+def param_shardings(config: ModelConfig, mesh: Mesh) -> Params:
+    """A `NamedSharding` for every parameter on `mesh`, from its logical axes (`partitioning.RULES`)."""
+    return jax.tree.map(lambda names, shape: NamedSharding(mesh, mesh_spec(names, shape.shape, mesh)),
+                        logical_axes(config), param_shapes(config), is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def forward(

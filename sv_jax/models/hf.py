@@ -18,12 +18,13 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from sv_jax.errors import UserError
 from sv_jax.models.config import ModelConfig
-from sv_jax.models.decoder import Params, param_shapes
+from sv_jax.models.decoder import Params, param_shapes, param_shardings
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -111,15 +112,18 @@ def load_hf(
     path: str | os.PathLike,
     dtype: str = "float32",
     param_dtype: str | None = None,
-    shardings: Params | None = None,
+    mesh: Mesh | None = None,
     with_tokenizer: bool = True,
 ) -> LoadedModel:
-    """Reads an HF Llama / Qwen2 folder. `shardings` (a pytree of `jax.sharding.Sharding` matching
-    the parameters) places each tensor on the mesh as it is read; default: the default device."""
+    """Reads an HF Llama / Qwen2 folder. On `mesh` each tensor is placed as it is read, sharded by
+    its logical axes (each process writes only the shards its devices hold), and the returned
+    config lays activations out on the mesh; default: the default device."""
     folder = Path(path)
     hf_config = read_hf_config(folder)
     config = ModelConfig.from_hf(hf_config, str(folder / "config.json"), dtype, param_dtype or dtype)
+    config = config.replace(mesh=mesh)
     shapes = param_shapes(config)
+    shardings = param_shardings(config, mesh) if mesh is not None else None
     expected = {m.hf_name: m for m in tensor_mappings(config)}
     params: dict[str, Any] = {}
     for file, tensors in _tensors_by_file(folder).items():
@@ -136,13 +140,20 @@ def load_hf(
                     f"expected {mapping.hf_shape(target.shape)} from config.json"
                 )
             array = mapping.to_ours(tensor, target.shape).astype(target.dtype)
-            sharding = _get(shardings, mapping.path) if shardings is not None else None
-            _set(params, mapping.path, jax.device_put(array, sharding))
+            _set(params, mapping.path, _placed(array, _get(shardings, mapping.path) if shardings else None))
     if expected:
         missing = sorted(expected)
         raise UserError(f"{folder}: tensor {missing[0]!r} missing from the checkpoint ({len(missing)} missing in all)")
     tokenizer = load_tokenizer(folder) if with_tokenizer else None
     return LoadedModel(config, params, tokenizer, hf_config)
+
+
+def _placed(array: np.ndarray, sharding: NamedSharding | None) -> jax.Array:
+    """A host array on the device, or laid out by `sharding` from each process's own shards (no
+    cross-host equality check, no whole copy per device)."""
+    if sharding is None:
+        return jax.device_put(array)
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 def _tensors_by_file(folder: Path) -> dict[Path, Iterator[tuple[str, np.ndarray]]]:

@@ -16,12 +16,13 @@ import ml_collections
 import numpy as np
 
 from sv_jax.errors import require_steps
-from sv_jax.models import ModelConfig, init_params, load_tokenizer, save_hf
+from sv_jax.models import ModelConfig, init_params, load_tokenizer, param_shardings, save_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.tasks.tokenizer import train_tokenizer
-from sv_jax.training.lm import LMStep, init_train_state
+from sv_jax.sharding import data_parallelism, mesh_of
+from sv_jax.training.lm import LMStep, jit_lm_step, placed_train_state
 from sv_jax.training.loop import train
 from sv_jax.training.optimizer import clipped_adamw, linear_cooldown, make_optimizer
 from sv_jax.trajectory import verdict
@@ -45,15 +46,18 @@ def run(config: ml_collections.ConfigDict) -> None:
         tie_word_embeddings=True,
         dtype=config.model.dtype,
         param_dtype=config.model.param_dtype,
+        mesh=mesh_of(config),
     )
     optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps, settings.warmup_steps,
                                          settings.weight_decay)
-    state = init_train_state(init_params(model_config, jax.random.key(config.seed)), optimizer)
-    step = jax.jit(LMStep(model_config, optimizer), donate_argnums=0)
+    state, layout = placed_train_state(init_params(model_config, jax.random.key(config.seed)), optimizer,
+                                       param_shardings(model_config, model_config.mesh), model_config.mesh)
+    step = jit_lm_step(LMStep(model_config, optimizer), layout, model_config.mesh)
 
     def batch_for_step(step_index: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([config.seed, step_index])
-        return packed_batch(tokenizer, rng, settings, long_rows=(step_index + 1) % settings.long_every == 0)
+        return packed_batch(tokenizer, rng, settings, long_rows=(step_index + 1) % settings.long_every == 0,
+                            row_multiple=data_parallelism(model_config.mesh))
 
     sampler = Sampler(model_config, state.params)
     validations = directory / "validation.jsonl"
@@ -73,8 +77,8 @@ def run(config: ml_collections.ConfigDict) -> None:
                   settings.log_every, schedule, description="base", stop=competent, stop_every=settings.validate_every)
     stopped_at = int(state.step)
     if stopped_at < settings.steps and settings.cooldown_steps:
-        state = _cool_down(state, model_config, schedule, stopped_at, lambda i: batch_for_step(stopped_at + i),
-                           directory / "cooldown", settings)
+        state = _cool_down(state, layout, model_config, schedule, stopped_at,
+                           lambda i: batch_for_step(stopped_at + i), directory / "cooldown", settings)
     save_hf(directory / "model", model_config, state.params, tokenizer)
     sampler.params = state.params
     figures = measure_initial_policy(sampler, tokenizer, "test", settings.eval_questions, config.seed)
@@ -84,7 +88,7 @@ def run(config: ml_collections.ConfigDict) -> None:
           f"verifies unprompted {figures['unprompted_verification']:.1%}")
 
 
-def _cool_down(state, model_config: ModelConfig, schedule, stopped_at: int, batch_for_step,
+def _cool_down(state, layout, model_config: ModelConfig, schedule, stopped_at: int, batch_for_step,
                directory: Path, settings: ml_collections.ConfigDict):
     """`cooldown_steps` more steps on the same corpus with the learning rate falling linearly to 0,
     checkpointed in `directory` (steps counted from the stop). The stop rule fires mid-schedule, at
@@ -92,7 +96,7 @@ def _cool_down(state, model_config: ModelConfig, schedule, stopped_at: int, batc
     lands higher on both, checks most (experiments/RESULTS.md)."""
     cooldown = linear_cooldown(float(schedule(stopped_at)), stopped_at, settings.cooldown_steps)
     optimizer = clipped_adamw(cooldown, settings.weight_decay)
-    step = jax.jit(LMStep(model_config, optimizer), donate_argnums=0)
+    step = jit_lm_step(LMStep(model_config, optimizer), layout, model_config.mesh)
     return train(state, step, batch_for_step, settings.cooldown_steps, directory, settings.checkpoint_every,
                  settings.log_every, lambda i: cooldown(stopped_at + i), description="base cool-down")
 
@@ -109,15 +113,17 @@ def _tokenizer(folder: Path, seed: int):
 
 
 def packed_batch(tokenizer, rng: np.random.Generator, settings: ml_collections.ConfigDict,
-                 long_rows: bool = False) -> dict[str, np.ndarray]:
+                 long_rows: bool = False, row_multiple: int = 1) -> dict[str, np.ndarray]:
     """`[micro_batches, rows, time]` rows of corpus documents joined by EOS, one segment a row, so
     that attention and positions span the whole row. Most batches hold short rows (cheap); long
     ones, as long as stage 0's longest trajectory, train the attention distances a trajectory needs,
     with about as many tokens. Questions carry no loss unless `learn_questions`: π₀ is given them,
-    as an instruction model is. Micro-batches only save time: smaller matrices stay in the CPU's cache."""
+    as an instruction model is. Micro-batches only save time: smaller matrices stay in the CPU's cache.
+    Each micro-batch's rows are a multiple of `row_multiple` (a mesh's data-parallel devices)."""
     time = settings.seq_len if long_rows else settings.short_seq_len
     micro = settings.micro_batches
-    rows = micro * max(1, round(settings.batch_size / micro * settings.short_seq_len / time))
+    unit = micro * row_multiple
+    rows = unit * max(1, round(settings.batch_size / unit * settings.short_seq_len / time))
     tokens = np.zeros((rows, time + 1), np.int32)
     learned = np.zeros((rows, time + 1), np.int32)
     for row, row_learned in zip(tokens, learned):

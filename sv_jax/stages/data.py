@@ -23,6 +23,7 @@ from sv_jax.errors import UserError
 from sv_jax.io import write_jsonl
 from sv_jax.models import LoadedModel, load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.sharding import mesh_of
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin, fill, response_format
 from sv_jax.tasks.grading import grade_rows
@@ -63,7 +64,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     if not 0 <= settings.false_rejections <= 1:
         raise UserError(f"config key 'data.false_rejections' ({settings.false_rejections}) must be between 0 and 1")
     questions = read_questions(settings.questions, settings.split) if settings.questions else None  # fail early
-    policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
+    policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype, mesh_of(config))
     source: Source = (QuestionsSource(config, questions, policy) if questions is not None
                       else BuiltinSource(settings.num_questions, config.seed))
     tokenizer = policy.tokenizer
@@ -208,7 +209,7 @@ class QuestionsSource:
             if "{question}" not in template or "{attempt}" not in template:
                 raise UserError(f"config key 'data.verifier.prompts.{style}' must contain {{question}} and {{attempt}}")
         verifier = settings.verifier
-        self.verifier = (load_hf(verifier.path, config.model.dtype, config.model.param_dtype)
+        self.verifier = (load_hf(verifier.path, config.model.dtype, config.model.param_dtype, mesh_of(config))
                          if verifier.path else policy)
 
     def prompt(self, question: Question) -> str:

@@ -20,6 +20,7 @@ from sv_jax.evaluation import read_attempts, score, truncate
 from sv_jax.io import write_jsonl
 from sv_jax.models import load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.sharding import mesh_of
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import fill, response_format
 from sv_jax.tasks.grading import grade_rows
@@ -72,7 +73,7 @@ def questions_for(config: ml_collections.ConfigDict) -> list[Question]:
 def run(config: ml_collections.ConfigDict) -> dict:
     settings = config.eval
     questions = questions_for(config)  # bad input fails before any work
-    policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype)
+    policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype, mesh_of(config))
     tokenizer = policy.tokenizer
     template, cues = response_format(config)
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,

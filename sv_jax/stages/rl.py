@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
+import math
 import time
 from pathlib import Path
 
@@ -27,15 +29,16 @@ from tqdm.auto import tqdm
 from sv_jax.checkpoint import Checkpointer
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import read_jsonl
-from sv_jax.models import LoadedModel, load_hf, save_hf
+from sv_jax.models import LoadedModel, load_hf, param_shardings, save_hf
 from sv_jax.sampling import Sample, Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.sharding import data_parallelism, mesh_of, replicated, rows_sharding
 from sv_jax.stages import data
 from sv_jax.stages import eval as evaluate
 from sv_jax.stages import sft
 from sv_jax.tasks import fill, response_format
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.training.advantages import KeyedMeanBaseline, gae, whiten
-from sv_jax.training.lm import init_train_state
+from sv_jax.training.lm import placed_train_state
 from sv_jax.training.loop import MetricsWriter
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import PPOStep, init_value_head, policy_outputs
@@ -226,21 +229,29 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
     settings = config.rl
     name = output_name(config, reward)
     directory = Path(config.workdir) / name
-    policy = load_hf(evaluate.ensure_policy(config, "sft"), config.model.dtype, config.model.param_dtype)
+    mesh = mesh_of(config)
+    policy = load_hf(evaluate.ensure_policy(config, "sft"), config.model.dtype, config.model.param_dtype, mesh)
     rollouts = Rollouts(config, policy)
     values = RewardValues(settings.rewards.right, settings.rewards.wrong, settings.rewards.no_end,
                           settings.rewards.verify_bonus, settings.rewards.retry_bonus)
     optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps * settings.epochs * settings.minibatches,
                                          settings.warmup_steps, 0.0, settings.clip_norm)
-    params = {"policy": jax.tree.map(jnp.copy, policy.params)}
+    reference = {"policy": policy.params}
+    params, param_layout = dict(reference), {"policy": param_shardings(policy.config, mesh)}
     if settings.advantage == "gae":
         params["value"] = init_value_head(policy.config)
-    state = init_train_state(params, optimizer)
-    reference = {"policy": policy.params}
+        param_layout["value"] = replicated(mesh)
+    state, layout = placed_train_state(params, optimizer, param_layout, mesh)
+    rows = rows_sharding(mesh)
     update = jax.jit(PPOStep(policy.config, optimizer, settings.temperature, settings.clip,
                              settings.kl_coef if settings.kl_in == "loss" else 0.0, settings.entropy_coef,
-                             settings.value_coef), donate_argnums=0)
-    outputs = jax.jit(policy_outputs, static_argnums=(0, 3))
+                             settings.value_coef), donate_argnums=0, in_shardings=(layout, rows),
+                     out_shardings=(layout, replicated(mesh)))
+    score_policy, score_reference = (
+        jax.jit(functools.partial(policy_outputs, policy.config, temperature=settings.temperature),
+                in_shardings=(params_layout, rows), out_shardings=rows)
+        for params_layout in (layout.params, {"policy": layout.params["policy"]}))
+    row_multiple = math.lcm(Packing.ROW_MULTIPLE, data_parallelism(mesh))
     running = KeyedMeanBaseline(settings.baseline_momentum) if settings.baseline != "leave_one_out" else None
     print(f"rl {name}: {reward} reward, {len(rollouts.questions)} questions, "
           f"{settings.questions_per_step} x {settings.samples_per_question} responses a step, rows of {rollouts.row_length}")
@@ -257,14 +268,14 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
             began = time.perf_counter()
             rollout = rollouts(state.params["policy"], step, values)
             batch = pack_rows(rollout.prompts, rollout.sampled, rollouts.row_length)
-            scoring = Packing.of(batch["segment_ids"], range(len(rollout.sampled)))
+            scoring = Packing.of(batch["segment_ids"], range(len(rollout.sampled)), row_multiple)
             packed = scoring.pack(_rows(batch))
-            policy_logprobs, _, value_estimates = outputs(policy.config, state.params, packed, settings.temperature)
-            reference_logprobs, _, _ = outputs(policy.config, reference, packed, settings.temperature)
+            policy_logprobs, _, value_estimates = score_policy(state.params, packed)
+            reference_logprobs, _, _ = score_reference(reference, packed)
             batch["old_logprobs"], batch["reference_logprobs"] = map(scoring.unpack, (policy_logprobs, reference_logprobs))
             value_estimates = None if value_estimates is None else scoring.unpack(value_estimates)
             batch.update(token_advantages(settings, reward, rollout, batch, running, values, value_estimates))
-            state, update_metrics = _updates(update, state, batch, settings, config.seed, step)
+            state, update_metrics = _updates(update, state, batch, settings, config.seed, step, row_multiple)
             metrics = {**_rollout_metrics(rollout, values, rollouts.cues), **update_metrics,
                        "lr": float(schedule(int(state.step) - 1)), "seconds": time.perf_counter() - began}
             writer.write(step + 1, metrics)
@@ -319,10 +330,10 @@ def _sampled_part(per_response: list[np.ndarray], rollout: Rollout) -> list[np.n
     return [values[given:] for values, given in zip(per_response, rollout.given)]
 
 
-def _updates(update, state, batch: dict, settings, seed: int, step: int):
+def _updates(update, state, batch: dict, settings, seed: int, step: int, row_multiple: int):
     """`epochs` passes over the rollout in `minibatches` shuffled slices of its responses, each
-    packed (the order a function of the run's seed and the step, so a resumed run shuffles as the
-    uninterrupted one); mean metrics."""
+    packed into a multiple of `row_multiple` rows (the order a function of the run's seed and the
+    step, so a resumed run shuffles as the uninterrupted one); mean metrics."""
     rows = batch["inputs"].shape[0]
     rng = np.random.default_rng([seed, step])
     batch = _rows(batch)
@@ -330,7 +341,7 @@ def _updates(update, state, batch: dict, settings, seed: int, step: int):
     for _ in range(settings.epochs):
         order = rng.permutation(rows)
         for members in np.array_split(order, settings.minibatches):
-            packing = Packing.of(batch["segment_ids"], members)
+            packing = Packing.of(batch["segment_ids"], members, row_multiple)
             state, metrics = update(state, packing.pack(batch))
             collected.append(metrics)
     collected = jax.device_get(collected)

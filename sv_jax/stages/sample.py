@@ -11,6 +11,7 @@ from sv_jax.errors import UserError
 from sv_jax.io import read_jsonl, write_jsonl
 from sv_jax.models import load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.sharding import mesh_of
 
 
 def run(config: ml_collections.ConfigDict) -> None:
@@ -26,7 +27,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     except (KeyError, IndexError) as error:
         raise UserError(f"config key 'sample.question_template': no field {error} to fill; use {{question}}") from None
 
-    model = load_hf(config.model.path, config.model.dtype, config.model.param_dtype)
+    model = load_hf(config.model.path, config.model.dtype, config.model.param_dtype, mesh_of(config))
     tokenizer = model.tokenizer
     spec = SamplingSpec(
         max_new_tokens=settings.max_new_tokens,

@@ -19,13 +19,12 @@ import numpy as np
 from sv_jax.datasets import read_tfds
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import numbered_jsonl
-from sv_jax.models import ModelConfig, load_hf, save_hf
-from sv_jax.models.hf import read_hf_config
-from sv_jax.sharding import batch_sharding, data_parallelism, make_mesh, param_shardings
+from sv_jax.models import load_hf, param_shardings, save_hf
+from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of
 from sv_jax.stages import data
 from sv_jax.tasks import fill, response_format
 from sv_jax.training.batches import Batches, Example
-from sv_jax.training.lm import LMStep, init_train_state
+from sv_jax.training.lm import LMStep, jit_lm_step, placed_train_state
 from sv_jax.training.loop import train
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.trajectory import PROMPT, SOLVE, VERIFY, Action, Cues, tokenize
@@ -52,7 +51,7 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key 'sft.one_round_share' ({settings.one_round_share}) must be between 0 and 1")
     if settings.retry_weight < 1:
         raise UserError(f"config key 'sft.retry_weight' ({settings.retry_weight}) must be at least 1")
-    split = settings.micro_batches * data_parallelism(make_mesh(config.mesh.shape, config.mesh.axes))
+    split = settings.micro_batches * data_parallelism(mesh_of(config))
     if settings.batch_size % split:
         raise UserError(f"config key 'sft.batch_size' ({settings.batch_size}) must be a multiple of "
                         f"micro_batches x the mesh's data-parallel devices ({split})")
@@ -61,11 +60,9 @@ def check(config: ml_collections.ConfigDict) -> None:
 def run(config: ml_collections.ConfigDict) -> None:
     check(config)
     settings = config.sft
-    mesh = make_mesh(config.mesh.shape, config.mesh.axes)
+    mesh = mesh_of(config)
     records = read_trajectories(config)
-    folder = data.policy_folder(config)
-    policy = load_hf(folder, config.model.dtype, config.model.param_dtype,
-                     shardings=param_shardings(ModelConfig.from_hf(read_hf_config(folder)), mesh))
+    policy = load_hf(data.policy_folder(config), config.model.dtype, config.model.param_dtype, mesh=mesh)
     template, cues = response_format(config)
     examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), actions, cues,
                            settings.baseline, settings.kl_tokens, settings.retry_weight)
@@ -82,12 +79,13 @@ def run(config: ml_collections.ConfigDict) -> None:
     model_config = policy.config.replace(remat=settings.remat)
     optimizer, schedule = make_optimizer(settings.learning_rate, steps, settings.warmup_steps,
                                          settings.weight_decay, settings.clip_norm)
-    step = jax.jit(LMStep(model_config, optimizer, settings.kl_coef), donate_argnums=0)
     reference = policy.params if settings.kl_coef else None
-    state = init_train_state(jax.tree.map(jax.numpy.copy, policy.params), optimizer)
+    state, layout = placed_train_state(policy.params, optimizer, param_shardings(policy.config, mesh), mesh)
+    step = jit_lm_step(LMStep(model_config, optimizer, settings.kl_coef), layout, mesh, reference is not None)
     directory = Path(config.workdir) / output_name(settings.baseline)
     on_mesh = batch_sharding(mesh)
-    state = train(state, lambda s, batch: step(s, batch, reference), lambda i: jax.device_put(batches(i), on_mesh),
+    step_fn = step if reference is None else lambda s, batch: step(s, batch, reference)
+    state = train(state, step_fn, lambda i: jax.device_put(batches(i), on_mesh),
                   steps, directory, settings.checkpoint_every, settings.log_every, schedule,
                   description=output_name(settings.baseline))
     save_hf(directory / "model", policy.config, state.params, policy.tokenizer)

@@ -10,14 +10,17 @@ id), `loss_mask` (the target's weight in the loss: 0 where it is not learned, us
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
-from sv_jax.models import ModelConfig, Params, forward
+from sv_jax.models import ModelConfig, Params, forward, param_shardings
+from sv_jax.sharding import batch_sharding, replicated, state_shardings
 from sv_jax.training.losses import masked_cross_entropy, token_kl
 
 Batch = dict[str, jax.Array]
@@ -32,6 +35,16 @@ class TrainState:
 
 def init_train_state(params: Params, optimizer: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def placed_train_state(params: Params, optimizer: optax.GradientTransformation, param_layout: Params,
+                       mesh: Mesh) -> tuple[TrainState, TrainState]:
+    """A fresh train state from a copy of `params` (left as they are: often the frozen reference),
+    made on `mesh` with its parameters laid out as `param_layout` and each optimizer moment as its
+    parameter; and that layout (a `TrainState` of shardings), for the step's `in_shardings`."""
+    init = functools.partial(init_train_state, optimizer=optimizer)
+    layout = state_shardings(jax.eval_shape(init, params), param_layout, optimizer, mesh)
+    return jax.jit(init, in_shardings=(param_layout,), out_shardings=layout)(params), layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +85,8 @@ class LMStep:
             return (jax.tree.map(jnp.add, grad_total, grads), ce_total + ce_sum, kl_total + kl_sum), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
+        if self.config.mesh is not None:  # the accumulated gradients sharded as the parameters
+            zeros = jax.lax.with_sharding_constraint(zeros, param_shardings(self.config, self.config.mesh))
         (grads, ce_sum, kl_sum), _ = jax.lax.scan(micro_gradients, (zeros, 0.0, 0.0), batch)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -82,3 +97,12 @@ class LMStep:
             "tokens": (batch["segment_ids"] > 0).sum(),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def jit_lm_step(step: LMStep, layout: TrainState, mesh: Mesh, with_reference: bool = False):
+    """`step` jitted with its layout: the state as `layout` (donated: updated in place), the
+    `[micro_batches, rows, time]` batch split by rows, the reference policy (a third argument
+    `with_reference`) laid out as the parameters, metrics replicated."""
+    reference = (layout.params,) if with_reference else ()
+    return jax.jit(step, donate_argnums=0, in_shardings=(layout, batch_sharding(mesh), *reference),
+                   out_shardings=(layout, replicated(mesh)))

@@ -48,7 +48,8 @@ class Packing:
     """Some rows of the one-response-a-row layout of `pack_rows` laid back to back in fewer rows of
     the same length, each its own segment with its positions from 0, so that scoring and updating a
     rollout costs its tokens, not its responses times the longest possible row. Rows are added in
-    multiples of `ROW_MULTIPLE`, so that a run compiles a few programs. `source_row` / `source_col`:
+    multiples of `ROW_MULTIPLE` (or of a mesh's data-parallel devices too), so that a run compiles a
+    few programs. `source_row` / `source_col`:
     where each packed slot comes from (`real` marks the slots that hold a token)."""
 
     ROW_MULTIPLE = 4
@@ -60,8 +61,9 @@ class Packing:
     segment_ids: np.ndarray
 
     @classmethod
-    def of(cls, segment_ids: np.ndarray, members: Sequence[int]) -> Packing:
-        """Pack rows `members` of the one-response-a-row `segment_ids` first-fit, longest first."""
+    def of(cls, segment_ids: np.ndarray, members: Sequence[int], row_multiple: int = ROW_MULTIPLE) -> Packing:
+        """Pack rows `members` of the one-response-a-row `segment_ids` first-fit, longest first, into
+        a multiple of `row_multiple` rows."""
         used = (np.asarray(segment_ids) > 0).sum(axis=1)
         length = segment_ids.shape[1]
         free: list[int] = []
@@ -72,7 +74,7 @@ class Packing:
                 free.append(length)
             placed.append((int(member), packed_row, length - free[packed_row]))
             free[packed_row] -= int(used[member])
-        rows = -(-max(len(free), 1) // cls.ROW_MULTIPLE) * cls.ROW_MULTIPLE
+        rows = -(-max(len(free), 1) // row_multiple) * row_multiple
         source_row, source_col = np.zeros((rows, length), np.int32), np.zeros((rows, length), np.int32)
         real, segment_ids = np.zeros((rows, length), bool), np.zeros((rows, length), np.int32)
         for member, packed_row, start in placed:
