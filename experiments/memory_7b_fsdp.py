@@ -1,6 +1,7 @@
 """Per-device memory of the compiled SFT step and PPO update for Qwen2.5-Math-7B shapes (2 layers),
 FSDP over 8 host devices, 8 x 4096 tokens: with the decoder's activation constraints (rows stay
-split, FSDP gathers weights) against the same programs laid out by their inputs alone (the peer).
+split, FSDP gathers weights), also with each layer rematerialized (`sft.remat`), against the same
+programs laid out by their inputs alone (the peer). Logits go `logits_chunk` (1,024) tokens at a time.
 
 Nothing runs: abstract inputs, `jax.jit(...).lower(...).compile()`, then `memory_analysis()`. Also
 counts the compiled program's arrays whose leading dimensions are the global batch (8 x 4096 rows,
@@ -46,11 +47,11 @@ def abstract(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def measure(name: str, step, state, state_layout, batch, mesh, constrained: bool) -> dict:
+def measure(name: str, step, state, state_layout, batch, mesh, layout: str) -> dict:
     compiled = jax.jit(step, in_shardings=(state_layout, jax.tree.map(lambda x: x.sharding, batch)),
                        out_shardings=(state_layout, replicated(mesh)), donate_argnums=0).lower(state, batch).compile()
     memory = compiled.memory_analysis()
-    return {"program": name, "activation_constraints": constrained, "devices": 8, "tokens": ROWS * TIME,
+    return {"program": name, "layout": layout, "devices": 8, "tokens": ROWS * TIME,
             "temp_gib_per_device": round(memory.temp_size_in_bytes / GIB, 2),
             "argument_gib_per_device": round(memory.argument_size_in_bytes / GIB, 2),
             "global_batch_arrays": len(GLOBAL_BATCH.findall(compiled.as_text()))}
@@ -60,8 +61,11 @@ def main() -> None:
     mesh = make_mesh((1, 8, 1), ("data", "fsdp", "model"))
     optimizer, _ = make_optimizer(5e-6, total_steps=100)
     results = []
-    for constrained in (False, True):
-        config = QWEN_7B_2_LAYERS.replace(mesh=mesh if constrained else None)
+    # the peer: the same programs laid out by their inputs' shardings alone (no activation constraints)
+    layouts = {"inputs_only": dict(mesh=None), "constrained": dict(mesh=mesh),
+               "constrained_remat": dict(mesh=mesh, remat=True)}
+    for name, changes in layouts.items():
+        config = QWEN_7B_2_LAYERS.replace(**changes)
         layout = param_shardings(config, mesh)
         init = functools.partial(init_train_state, optimizer=optimizer)
         sft_state = jax.eval_shape(init, param_shapes(config))
@@ -69,7 +73,7 @@ def main() -> None:
         tokens = jax.ShapeDtypeStruct((1, ROWS, TIME), jnp.int32, sharding=batch_sharding(mesh))
         sft_batch = {k: tokens for k in ("inputs", "targets", "positions", "segment_ids", "loss_mask", "kl_mask")}
         results.append(measure("sft_step", LMStep(config, optimizer), abstract(sft_state, sft_layout), sft_layout,
-                               sft_batch, mesh, constrained))
+                               sft_batch, mesh, name))
 
         ppo_params = {"policy": param_shapes(config)}
         ppo_state = jax.eval_shape(init, ppo_params)
@@ -80,12 +84,13 @@ def main() -> None:
         ppo_batch = {**{k: ints for k in ("inputs", "targets", "positions", "segment_ids", "response_mask")},
                      **{k: floats for k in ("old_logprobs", "reference_logprobs", "advantages")}}
         results.append(measure("ppo_update", PPOStep(config, optimizer, temperature=0.7, kl_coef=0.05),
-                               abstract(ppo_state, ppo_layout), ppo_layout, ppo_batch, mesh, constrained))
+                               abstract(ppo_state, ppo_layout), ppo_layout, ppo_batch, mesh, name))
     for result in results:
         print(json.dumps(result))
     for program in ("sft_step", "ppo_update"):
-        before, after = (r["temp_gib_per_device"] for r in results if r["program"] == program)
-        print(json.dumps({"program": program, "temp_ratio_constrained_vs_inputs_only": round(after / before, 3)}))
+        temp = {r["layout"]: r["temp_gib_per_device"] for r in results if r["program"] == program}
+        print(json.dumps({"program": program, **{f"temp_ratio_{name}_vs_inputs_only": round(temp[name] / temp["inputs_only"], 3)
+                                                for name in layouts if name != "inputs_only"}}))
 
 
 if __name__ == "__main__":

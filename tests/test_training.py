@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sv_jax.models import ModelConfig, init_params
+from sv_jax.models import ModelConfig, forward, init_params, output_logits
 from sv_jax.training.lm import LMStep, init_train_state
-from sv_jax.training.losses import masked_cross_entropy, token_kl
+from sv_jax.training.losses import masked_cross_entropy, token_kl, token_log_probs
 from sv_jax.training.optimizer import make_optimizer
+from sv_jax.training.ppo import policy_outputs
 
 CONFIG = ModelConfig(family="llama", vocab_size=32, hidden_size=32, intermediate_size=48, num_layers=2,
                      num_heads=4, num_kv_heads=2, head_dim=8)
@@ -21,7 +22,7 @@ def test_masked_cross_entropy_equals_numpy():
     mask = np.array([[1, 0, 1], [0, 1, 1]])
     log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected = -sum(log_softmax[b, t, targets[b, t]] for b in range(2) for t in range(3) if mask[b, t])
-    total, count = masked_cross_entropy(logits, targets, mask)
+    total, count = masked_cross_entropy(token_log_probs(logits, targets), mask)
     assert float(total) == pytest.approx(expected, rel=1e-6) and float(count) == 4
 
 
@@ -29,11 +30,11 @@ def test_kl_is_zero_for_equal_policies_and_matches_numpy():
     rng = np.random.default_rng(1)
     p, q = rng.normal(size=(2, 1, 3, 6)).astype(np.float32)
     mask = np.array([[1, 1, 0]])
-    assert float(token_kl(p, p, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float((token_kl(p, p) * mask).sum()) == pytest.approx(0.0, abs=1e-6)
     lp = p - np.log(np.exp(p).sum(-1, keepdims=True))
     lq = q - np.log(np.exp(q).sum(-1, keepdims=True))
     expected = (np.exp(lp) * (lp - lq)).sum(-1)[0, :2].sum()
-    assert float(token_kl(p, q, mask)) == pytest.approx(expected, rel=1e-5)
+    assert float((token_kl(p, q) * mask).sum()) == pytest.approx(expected, rel=1e-5)
 
 
 def padded_batch(rows, loss_masks, micro_batches=1):
@@ -123,3 +124,39 @@ def test_rematerialization_changes_nothing_but_memory():
     remat, remat_metrics = jax.jit(LMStep(CONFIG.replace(remat=True), optimizer))(init_train_state(params, optimizer), batch)
     assert float(remat_metrics["loss"]) == pytest.approx(float(plain_metrics["loss"]), rel=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), plain.params, remat.params)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_output_logits_of_the_hidden_states_are_the_decoders_logits(tied):
+    config = CONFIG.replace(tie_word_embeddings=tied)
+    params = init_params(config, jax.random.key(3))
+    tokens = jnp.asarray(np.random.default_rng(3).integers(1, 32, (3, 11)))
+    hidden, _ = forward(config, params, tokens, hidden_only=True)
+    np.testing.assert_array_equal(output_logits(config, params, hidden), forward(config, params, tokens)[0])
+
+
+def test_logits_in_time_chunks_give_the_whole_rows_losses_and_gradients():
+    """Rows of 12 targets: whole (chunk 0, 16: longer than the rows, 5: does not divide) or in
+    chunks of 4 and 6, with the KL term, and PPO's scoring pass with entropies and values."""
+    rng = np.random.default_rng(4)
+    rows = [rng.integers(1, 32, 13).tolist() for _ in range(4)]
+    masks = [rng.integers(0, 2, 13).tolist() for _ in range(4)]
+    micro = jax.tree.map(lambda x: x[0], padded_batch(rows, masks))
+    params = init_params(CONFIG, jax.random.key(5))
+    reference = jax.tree.map(lambda x: x * 0.8, params)
+    optimizer, _ = make_optimizer(1e-2, 10)
+
+    def lm(chunk):
+        step = LMStep(CONFIG.replace(logits_chunk=chunk), optimizer, kl_coef=0.5)
+        return jax.value_and_grad(lambda p: sum(step.losses(p, micro, reference)[::2]))(params)
+
+    def scoring(chunk):
+        value = {"kernel": jnp.linspace(-1, 1, CONFIG.hidden_size), "bias": jnp.ones(())}
+        return policy_outputs(CONFIG.replace(logits_chunk=chunk), {"policy": params, "value": value}, micro, 0.7, True)
+
+    whole_loss, whole_grads = lm(0)
+    for chunk in (16, 5, 4, 6):
+        loss, grads = lm(chunk)
+        assert float(loss) == pytest.approx(float(whole_loss), rel=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, whole_grads)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), scoring(chunk), scoring(0))

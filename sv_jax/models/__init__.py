@@ -9,6 +9,7 @@ from sv_jax.models.decoder import (
     init_cache,
     init_params,
     logical_axes,
+    output_logits,
     param_shapes,
     param_shardings,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "load_hf",
     "load_tokenizer",
     "logical_axes",
+    "output_logits",
     "param_shapes",
     "param_shardings",
     "save_hf",

@@ -51,6 +51,10 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass: memory for time
+    # Time steps whose logits a training or scoring pass holds at once: longer rows go chunk by chunk,
+    # each chunk's logits recomputed in the backward pass (a 7B model's [4096, 152064] float32 logits
+    # of one row are 2.3 GiB, and the loss and its gradient need several such arrays). 0: whole rows.
+    logits_chunk: int = 1024
     # The device mesh activations, logits and caches are laid out on inside jitted programs (by
     # `partitioning.RULES`); None: wherever the inputs are. A run's layout, not the architecture.
     mesh: Mesh | None = None

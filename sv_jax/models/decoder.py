@@ -215,7 +215,9 @@ class Block(nn.Module):
 class Decoder(nn.Module):
     """tokens `[batch, time]` → logits `[batch, time, vocab]` (float32), and the updated cache.
 
-    With `last_only`, logits `[batch, 1, vocab]` of the last column only.
+    With `last_only`, logits `[batch, 1, vocab]` of the last column only; with `hidden_only`, the
+    final hidden states `[batch, time, hidden]` instead of logits (`output_logits` projects them,
+    a chunk of time at a time if need be).
     """
 
     config: ModelConfig
@@ -228,6 +230,7 @@ class Decoder(nn.Module):
         segment_ids: jax.Array,
         cache: KVCache | None = None,
         last_only: bool = False,
+        hidden_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         c = self.config
         embed = nn.Embed(
@@ -251,7 +254,8 @@ class Decoder(nn.Module):
         if last_only:  # a prefill needs the next-token logits only: skip `[batch, time, vocab]`
             x = x[:, -1:]
         x = RMSNorm(c, name="final_norm")(x)
-        self.sow("intermediates", "hidden", x)  # for a value head (RL); free unless asked for
+        if hidden_only:
+            return constrain(x, HIDDEN, c.mesh), None
         if c.tie_word_embeddings:
             logits = embed.attend(x)
         else:
@@ -330,10 +334,26 @@ def forward(
     segment_ids: jax.Array | None = None,
     cache: KVCache | None = None,
     last_only: bool = False,
+    hidden_only: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
-    """Logits `[batch, time, vocab]` for `tokens [batch, time]`; positions default to 0..time-1."""
+    """Logits `[batch, time, vocab]` for `tokens [batch, time]` (or the final hidden states, see
+    `Decoder`); positions default to 0..time-1."""
     if segment_ids is None:
         segment_ids = jnp.ones_like(tokens)
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    return Decoder(config).apply({"params": params}, tokens, positions, segment_ids, cache, last_only)
+    return Decoder(config).apply({"params": params}, tokens, positions, segment_ids, cache, last_only, hidden_only)
+
+
+def output_logits(config: ModelConfig, params: Params, hidden: jax.Array) -> jax.Array:
+    """Float32 logits `[batch, time, vocab]` of final hidden states `[batch, time, hidden]`: the
+    decoder's own output projection (tied embedding or `lm_head`), the same products in the same
+    dtypes, for callers that project a chunk of time at a time."""
+    dtype = jnp.dtype(config.dtype)
+    hidden = hidden.astype(dtype)
+    if config.tie_word_embeddings:
+        logits = jnp.dot(hidden, params["embed"]["embedding"].astype(dtype).T)
+    else:
+        kernel = params["lm_head"]["kernel"].astype(dtype)
+        logits = jax.lax.dot_general(hidden, kernel, (((hidden.ndim - 1,), (0,)), ((), ())))
+    return constrain(logits.astype(jnp.float32), LOGITS, config.mesh)
