@@ -17,4 +17,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict()
     config.mesh.shape = (-1,)  # devices per mesh axis; -1 takes the rest
     config.mesh.axes = ("data",)
+
+    # Several processes (hosts) as one run, through jax.distributed: 1 process needs none of it;
+    # num_processes 0, an empty coordinator and process_id -1 are detected (TPU VM pods, SLURM).
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.coordinator = ""  # host:port of process 0
+    config.distributed.num_processes = 1
+    config.distributed.process_id = -1
     return config

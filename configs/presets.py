@@ -7,7 +7,7 @@ import ml_collections
 
 TINY = {
     "base": dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seq_len=64, short_seq_len=32,
-                 long_every=2, batch_size=2, micro_batches=1, steps=4, checkpoint_every=2, log_every=2,
+                 long_every=2, batch_size=16, micro_batches=1, steps=4, checkpoint_every=2, log_every=2,
                  eval_questions=4, validate_every=2, validate_from=2, validation_questions=2,
                  cooldown_steps=2),
     "data": dict(num_questions=12, k=3, max_new_tokens=24, batch_size=8),

@@ -73,9 +73,10 @@ def main(argv: list[str]) -> None:
     # absl prints: noise before a stage's own first line, and between a bad input and its one line
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
-    from sv_jax import stages
+    from sv_jax import distributed, stages
 
     try:
+        distributed.initialize(config)
         stages.run(config)
     except UserError as error:
         _fail(str(error))

@@ -350,7 +350,8 @@ class Sampler:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         results: list[list[Sample]] = [[] for _ in prompts]
-        bar = tqdm(total=len(prompts) * num_samples, unit="sample", disable=not progress, desc="sampling")
+        bar = tqdm(total=len(prompts) * num_samples, unit="sample", disable=not progress or jax.process_index() != 0,
+                   desc="sampling")
         new_tokens, start = 0, time.perf_counter()
         key = jax.random.key(seed)
         pending = [

@@ -263,7 +263,7 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
             if running is not None:
                 running.means = {_key(k): v for k, v in metadata.get("baseline", [])}
         writer = MetricsWriter(directory, start)
-        bar = tqdm(total=settings.steps, initial=start, desc=name, unit="step")
+        bar = tqdm(total=settings.steps, initial=start, desc=name, unit="step", disable=jax.process_index() != 0)
         for step in range(start, settings.steps):
             began = time.perf_counter()
             rollout = rollouts(state.params["policy"], step, values)

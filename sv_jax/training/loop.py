@@ -20,10 +20,13 @@ class MetricsWriter:
     """Appends one JSON object per logged step to `metrics.jsonl` and mirrors it to TensorBoard.
 
     On resume, lines from steps after the checkpoint being resumed are dropped, so the file reads as
-    one uninterrupted run.
+    one uninterrupted run. Of several processes, process 0 alone writes.
     """
 
     def __init__(self, directory: Path, resume_step: int = 0):
+        self.active = jax.process_index() == 0
+        if not self.active:
+            return
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "metrics.jsonl"
         if self.path.exists():
@@ -33,13 +36,16 @@ class MetricsWriter:
         self._tensorboard = SummaryWriter(str(directory / "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.active:
+            return
         with self.path.open("a") as out:
             out.write(json.dumps({"step": step, **metrics}) + "\n")
         for name, value in metrics.items():
             self._tensorboard.add_scalar(name, value, step)
 
     def close(self) -> None:
-        self._tensorboard.close()
+        if self.active:
+            self._tensorboard.close()
 
 
 def train(
@@ -67,7 +73,7 @@ def train(
             if metadata.get("stopped"):
                 return state
         writer = MetricsWriter(directory, start)
-        bar = tqdm(total=total_steps, initial=start, desc=description, unit="step")
+        bar = tqdm(total=total_steps, initial=start, desc=description, unit="step", disable=jax.process_index() != 0)
         window_start, window_tokens = time.perf_counter(), 0
         for step in range(start, total_steps):
             state, metrics = step_fn(state, batch_for_step(step))
