@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
+from sv_jax.distributed import to_global, to_host
 from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache, param_shardings
 from sv_jax.models.decoder import KEY_VALUE
 from sv_jax.models.partitioning import constrain
@@ -308,10 +309,11 @@ class _Programs:
                           out_shardings=SampleOutput(rows, rows, lengths))
         self.generate = jax.jit(self._traced_generate, static_argnums=(4, 5), **layout)
 
-    def _traced_generate(self, params, prompt_tokens, prompt_mask, rng, spec, num_samples):
+    def _traced_generate(self, params, prompt_tokens, prompt_mask, rng_data, spec, num_samples):
         self.traced += 1  # runs only while tracing, i.e. once per compiled program
         logging.info("sampler: compiling program %d for prompts %s, %d samples each, %s",
                      self.traced, prompt_tokens.shape, num_samples, spec)
+        rng = jax.random.wrap_key_data(rng_data)  # passed as data: a host value every process holds
         return generate(self.config, params, prompt_tokens, prompt_mask, rng, spec, num_samples)
 
 
@@ -359,7 +361,7 @@ class Sampler:
             for n, batch in enumerate(batches)
         ]  # every batch is queued before the first is fetched: the device never waits for the host
         for batch, output in pending:
-            tokens, logprobs, lengths = jax.device_get((output.tokens, output.logprobs, output.lengths))
+            tokens, logprobs, lengths = to_host((output.tokens, output.logprobs, output.lengths))
             for row, (prompt_index, sample_index) in enumerate(
                 (p, s) for p in batch for s in range(num_samples)
             ):
@@ -387,6 +389,12 @@ class Sampler:
         for row, prompt in enumerate(prompts):
             tokens[row, length - len(prompt) :] = prompt
             mask[row, length - len(prompt) :] = 1
+        if self._programs.config.mesh is not None:  # every process lays out its devices' rows
+            rows_layout = rows_sharding(self._programs.config.mesh)
+            tokens, mask = to_global((tokens, mask), rows_layout)
+            rng = to_global(jax.random.key_data(rng), replicated(self._programs.config.mesh))
+        else:
+            rng = jax.random.key_data(rng)
         traced_before = self._programs.traced
         output = self._programs.generate(self.params, tokens, mask, rng, spec, num_samples)
         self.compilations += self._programs.traced - traced_before

@@ -18,10 +18,11 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from sv_jax.distributed import to_global, to_host
 from sv_jax.errors import UserError
 from sv_jax.models.config import ModelConfig
 from sv_jax.models.decoder import Params, param_shapes, param_shardings
@@ -140,20 +141,13 @@ def load_hf(
                     f"expected {mapping.hf_shape(target.shape)} from config.json"
                 )
             array = mapping.to_ours(tensor, target.shape).astype(target.dtype)
-            _set(params, mapping.path, _placed(array, _get(shardings, mapping.path) if shardings else None))
+            _set(params, mapping.path, to_global(array, _get(shardings, mapping.path)) if shardings
+                 else jax.device_put(array))
     if expected:
         missing = sorted(expected)
         raise UserError(f"{folder}: tensor {missing[0]!r} missing from the checkpoint ({len(missing)} missing in all)")
     tokenizer = load_tokenizer(folder) if with_tokenizer else None
     return LoadedModel(config, params, tokenizer, hf_config)
-
-
-def _placed(array: np.ndarray, sharding: NamedSharding | None) -> jax.Array:
-    """A host array on the device, or laid out by `sharding` from each process's own shards (no
-    cross-host equality check, no whole copy per device)."""
-    if sharding is None:
-        return jax.device_put(array)
-    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 def _tensors_by_file(folder: Path) -> dict[Path, Iterator[tuple[str, np.ndarray]]]:
@@ -209,7 +203,8 @@ def save_hf(
 ) -> None:
     """Writes an HF folder that transformers (and vLLM) load. `hf_config` (the loaded folder's)
     keeps keys we do not model; the architecture keys always come from `config`. On a multi-host
-    mesh every process must call this; process 0 writes."""
+    mesh every process must call this; process 0 writes, and every process returns once the folder
+    is in place."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     writer = jax.process_index() == 0
@@ -226,6 +221,8 @@ def save_hf(
     finally:
         if writer:
             shutil.rmtree(tmp, ignore_errors=True)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"save_hf {target}")
 
 
 def _write_weights(folder: Path, config: ModelConfig, params: Params, max_shard_bytes: int, writer: bool) -> None:
@@ -244,7 +241,7 @@ def _write_weights(folder: Path, config: ModelConfig, params: Params, max_shard_
     ]
     weight_map = {}
     for name, shard in zip(names, shards):
-        tensors = {m.hf_name: m.to_hf(_to_host(_get(params, m.path))) for m in shard}
+        tensors = {m.hf_name: m.to_hf(np.asarray(to_host(_get(params, m.path)))) for m in shard}
         if writer:
             save_file(tensors, str(folder / name), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, name))
@@ -254,10 +251,6 @@ def _write_weights(folder: Path, config: ModelConfig, params: Params, max_shard_
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
 
-def _to_host(array: jax.Array) -> np.ndarray:
-    if isinstance(array, jax.Array) and not array.is_fully_addressable:
-        array = multihost_utils.process_allgather(array, tiled=True)
-    return np.asarray(jax.device_get(array))
 
 
 def _replace_folder(new: Path, target: Path) -> None:

@@ -15,13 +15,14 @@ import jax
 import ml_collections
 import numpy as np
 
+from sv_jax.distributed import on_process_zero, to_global
 from sv_jax.errors import require_steps
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, param_shardings, save_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.tasks.tokenizer import train_tokenizer
-from sv_jax.sharding import data_parallelism, mesh_of
+from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of
 from sv_jax.training.lm import LMStep, jit_lm_step, placed_train_state
 from sv_jax.training.loop import train
 from sv_jax.training.optimizer import clipped_adamw, linear_cooldown, make_optimizer
@@ -56,8 +57,9 @@ def run(config: ml_collections.ConfigDict) -> None:
 
     def batch_for_step(step_index: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([config.seed, step_index])
-        return packed_batch(tokenizer, rng, settings, long_rows=(step_index + 1) % settings.long_every == 0,
-                            row_multiple=data_parallelism(model_config.mesh))
+        batch = packed_batch(tokenizer, rng, settings, long_rows=(step_index + 1) % settings.long_every == 0,
+                             row_multiple=data_parallelism(model_config.mesh))
+        return to_global(batch, batch_sharding(model_config.mesh))
 
     sampler = Sampler(model_config, state.params)
     validations = directory / "validation.jsonl"
@@ -68,8 +70,11 @@ def run(config: ml_collections.ConfigDict) -> None:
             return False
         sampler.params = state.params
         figures = measure_initial_policy(sampler, tokenizer, "validation", settings.validation_questions, config.seed)
-        with validations.open("a") as out:
-            out.write(json.dumps({"step": step_index, **figures}) + "\n")
+        def write() -> None:
+            with validations.open("a") as out:
+                out.write(json.dumps({"step": step_index, **figures}) + "\n")
+
+        on_process_zero(write, f"base validation {step_index}")
         return (figures["accuracy"] >= settings.stop_accuracy
                 and figures["check_accuracy"] >= settings.stop_check_accuracy)
 
@@ -82,7 +87,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     save_hf(directory / "model", model_config, state.params, tokenizer)
     sampler.params = state.params
     figures = measure_initial_policy(sampler, tokenizer, "test", settings.eval_questions, config.seed)
-    (directory / "eval.json").write_text(json.dumps(figures, indent=2) + "\n")
+    on_process_zero(lambda: (directory / "eval.json").write_text(json.dumps(figures, indent=2) + "\n"), "base eval")
     print(f"base: π₀ on {figures['n']} test questions: greedy accuracy {figures['accuracy']:.1%}, "
           f"checking exercises judged right {figures['check_accuracy']:.1%}, "
           f"verifies unprompted {figures['unprompted_verification']:.1%}")
@@ -102,13 +107,17 @@ def _cool_down(state, layout, model_config: ModelConfig, schedule, stopped_at: i
 
 
 def _tokenizer(folder: Path, seed: int):
-    """Trained on the corpus's own text once, then read back, so a resumed run uses the same one."""
-    if not (folder / "tokenizer.json").exists():
-        rng = np.random.default_rng(seed)
-        texts = ["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5, 0.5))
-                 for _ in range(3000)]
-        texts += [builtin.CUES.verify, builtin.CUES.retry, builtin.CHECK_PROMPT, builtin.PROMPT]
-        train_tokenizer(texts).save_pretrained(folder)
+    """Trained on the corpus's own text once (by process 0), then read back, so a resumed run and
+    every process use the same one."""
+    def write() -> None:
+        if not (folder / "tokenizer.json").exists():
+            rng = np.random.default_rng(seed)
+            texts = ["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5, 0.5))
+                     for _ in range(3000)]
+            texts += [builtin.CUES.verify, builtin.CUES.retry, builtin.CHECK_PROMPT, builtin.PROMPT]
+            train_tokenizer(texts).save_pretrained(folder)
+
+    on_process_zero(write, "base tokenizer")
     return load_tokenizer(folder)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from sv_jax.construction import Attempt, build_trajectory, candidates, choose_style, difficulty, with_false_rejection
 from sv_jax.datasets import prepare_tfds
+from sv_jax.distributed import on_process_zero
 from sv_jax.errors import UserError
 from sv_jax.io import write_jsonl
 from sv_jax.models import LoadedModel, load_hf
@@ -83,10 +84,14 @@ def run(config: ml_collections.ConfigDict) -> None:
                                  np.random.default_rng([config.seed, 1]))
 
     directory = Path(config.workdir) / "data"
-    write_jsonl(directory / "trajectories.jsonl", records)
-    if settings.tfds:
-        prepare_tfds("trajectories", {"train": directory / "trajectories.jsonl"}, directory / "tfds")
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def write() -> None:
+        write_jsonl(directory / "trajectories.jsonl", records)
+        if settings.tfds:
+            prepare_tfds("trajectories", {"train": directory / "trajectories.jsonl"}, directory / "tfds")
+        (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    on_process_zero(write, "data trajectories")
     print(json.dumps(summary, indent=2))
 
 

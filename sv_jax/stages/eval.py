@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ml_collections
 
+from sv_jax.distributed import on_process_zero
 from sv_jax.errors import UserError
 from sv_jax.evaluation import read_attempts, score, truncate
 from sv_jax.io import write_jsonl
@@ -92,12 +93,16 @@ def run(config: ml_collections.ConfigDict) -> dict:
 
     name = settings.name or settings.policy or "model"
     directory = Path(config.workdir) / "eval"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
-    write_jsonl(directory / f"{name}.records.jsonl", (
-        {"id": q.id, "question": q.question, "answer": q.answer, "response": response,
-         "attempts": [{"correct": a.correct, "verdict": a.verdict} for a in graded]}
-        for q, response, graded in zip(questions, joined, attempts)))
+
+    def write() -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+        write_jsonl(directory / f"{name}.records.jsonl", (
+            {"id": q.id, "question": q.question, "answer": q.answer, "response": response,
+             "attempts": [{"correct": a.correct, "verdict": a.verdict} for a in graded]}
+            for q, response, graded in zip(questions, joined, attempts)))
+
+    on_process_zero(write, f"eval {name}")
     print(f"eval {name}: " + ", ".join(f"{k} {show(v)}" for k, v in figures.items()))
     return figures
 

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
+from sv_jax.distributed import on_process_zero, to_global, to_host
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, param_shardings, save_hf
@@ -269,13 +270,16 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
             rollout = rollouts(state.params["policy"], step, values)
             batch = pack_rows(rollout.prompts, rollout.sampled, rollouts.row_length)
             scoring = Packing.of(batch["segment_ids"], range(len(rollout.sampled)), row_multiple)
-            packed = scoring.pack(_rows(batch))
+            packed = to_global(scoring.pack(_rows(batch)), rows)
             policy_logprobs, _, value_estimates = score_policy(state.params, packed)
             reference_logprobs, _, _ = score_reference(reference, packed)
+            policy_logprobs, reference_logprobs, value_estimates = to_host(
+                (policy_logprobs, reference_logprobs, value_estimates))
             batch["old_logprobs"], batch["reference_logprobs"] = map(scoring.unpack, (policy_logprobs, reference_logprobs))
             value_estimates = None if value_estimates is None else scoring.unpack(value_estimates)
             batch.update(token_advantages(settings, reward, rollout, batch, running, values, value_estimates))
-            state, update_metrics = _updates(update, state, batch, settings, config.seed, step, row_multiple)
+            state, update_metrics = _updates(lambda s, b: update(s, to_global(b, rows)), state, batch, settings,
+                                             config.seed, step, row_multiple)
             metrics = {**_rollout_metrics(rollout, values, rollouts.cues), **update_metrics,
                        "lr": float(schedule(int(state.step) - 1)), "seconds": time.perf_counter() - began}
             writer.write(step + 1, metrics)
@@ -344,7 +348,7 @@ def _updates(update, state, batch: dict, settings, seed: int, step: int, row_mul
             packing = Packing.of(batch["segment_ids"], members, row_multiple)
             state, metrics = update(state, packing.pack(batch))
             collected.append(metrics)
-    collected = jax.device_get(collected)
+    collected = to_host(collected)
     return state, {name: float(np.mean([m[name] for m in collected])) for name in collected[0]}
 
 
@@ -397,7 +401,10 @@ def report(config: ml_collections.ConfigDict) -> dict[str, dict]:
     lines += ["| " + label + " | " + " | ".join(evaluate.show(figures[f]) for f in TABLE_FIGURES) + " |"
               for label, figures in rows.items()]
     directory = Path(config.workdir) / "eval"
-    (directory / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (directory / "table.md").write_text("\n".join(lines) + "\n")
+    def write() -> None:
+        (directory / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (directory / "table.md").write_text("\n".join(lines) + "\n")
+
+    on_process_zero(write, "rl report table")
     print("\n".join(lines))
     return rows

@@ -7,6 +7,7 @@ from pathlib import Path
 import ml_collections
 from absl import logging
 
+from sv_jax.distributed import on_process_zero
 from sv_jax.errors import UserError
 from sv_jax.io import read_jsonl, write_jsonl
 from sv_jax.models import load_hf
@@ -44,7 +45,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     logging.info("sample: %d programs compiled", sampler.compilations)
 
     output = Path(config.workdir) / "samples.jsonl"
-    write_jsonl(output, (
+    records = (
         {
             "prompt": prompt,
             "sample_index": sample.sample_index,
@@ -54,5 +55,6 @@ def run(config: ml_collections.ConfigDict) -> None:
         }
         for prompt, prompt_samples in zip(prompts, samples)
         for sample in prompt_samples
-    ))
+    )
+    on_process_zero(lambda: write_jsonl(output, records), "sample output")
     print(f"sample: wrote {sum(map(len, samples))} samples of {len(prompts)} prompts to {output}")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
 
 from sv_jax.datasets import read_tfds
+from sv_jax.distributed import to_global
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import numbered_jsonl
 from sv_jax.models import load_hf, param_shardings, save_hf
@@ -85,7 +85,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     directory = Path(config.workdir) / output_name(settings.baseline)
     on_mesh = batch_sharding(mesh)
     step_fn = step if reference is None else lambda s, batch: step(s, batch, reference)
-    state = train(state, step_fn, lambda i: jax.device_put(batches(i), on_mesh),
+    state = train(state, step_fn, lambda i: to_global(batches(i), on_mesh),
                   steps, directory, settings.checkpoint_every, settings.log_every, schedule,
                   description=output_name(settings.baseline))
     save_hf(directory / "model", policy.config, state.params, policy.tokenizer)
