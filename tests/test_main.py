@@ -30,6 +30,9 @@ def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         (["--config=configs/missing.py"], "configs/missing.py"),
         (["--config=configs/rl.py", "--no_such_flag"], "no_such_flag"),
         ([], "--config"),
+        (["--config=configs/rl.py", "--config.distributed.num_processes=-2"], "distributed.num_processes"),
+        (["--config=configs/rl.py", "--config.distributed.num_processes=2", "--config.distributed.process_id=2"],
+         "distributed.process_id"),
     ],
 )
 def test_bad_invocation_is_one_line_naming_it(args, named):
