@@ -240,8 +240,7 @@ def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int,
     """`decode` on the rows still going, gathered into the smallest of rows / 2^j (j < 4) holding them
     that the mesh's data-parallel devices divide."""
     rows = state.ended.shape[0]
-    split = data_parallelism(config.mesh) if config.mesh is not None else 1
-    sizes = [rows >> j for j in range(4) if rows % (split << j) == 0]
+    sizes = [rows >> j for j in range(4) if rows % (data_parallelism(config.mesh) << j) == 0]
     going_first = jnp.argsort(state.ended, stable=True)
     smallest_fit = jnp.sum(jnp.asarray(sizes) >= jnp.sum(~state.ended)) - 1
 
@@ -338,7 +337,7 @@ class Sampler:
         self.compilations = 0
         self._programs = _programs_for(config)
         # a batch's rows split evenly over the mesh's data-parallel devices
-        self._rows_multiple = data_parallelism(config.mesh) if config.mesh is not None else 1
+        self._rows_multiple = data_parallelism(config.mesh)
 
     def sample(
         self,
@@ -389,12 +388,11 @@ class Sampler:
         for row, prompt in enumerate(prompts):
             tokens[row, length - len(prompt) :] = prompt
             mask[row, length - len(prompt) :] = 1
-        if self._programs.config.mesh is not None:  # every process lays out its devices' rows
-            rows_layout = rows_sharding(self._programs.config.mesh)
-            tokens, mask = to_global((tokens, mask), rows_layout)
-            rng = to_global(jax.random.key_data(rng), replicated(self._programs.config.mesh))
-        else:
-            rng = jax.random.key_data(rng)
+        rng = jax.random.key_data(rng)
+        mesh = self._programs.config.mesh
+        if mesh is not None:  # every process lays out its devices' rows
+            tokens, mask = to_global((tokens, mask), rows_sharding(mesh))
+            rng = to_global(rng, replicated(mesh))
         traced_before = self._programs.traced
         output = self._programs.generate(self.params, tokens, mask, rng, spec, num_samples)
         self.compilations += self._programs.traced - traced_before

@@ -77,9 +77,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return rows_sharding(mesh, ndim=3, rows_axis=1)
 
 
-def data_parallelism(mesh: Mesh) -> int:
-    """How many ways a batch's rows are split: rows a step must be a multiple of it."""
-    return math.prod(mesh.shape.get(a, 1) for a in ROW_AXES)
+def data_parallelism(mesh: Mesh | None) -> int:
+    """How many ways a batch's rows are split (1 without a mesh): rows a step must be a multiple of it."""
+    return math.prod(mesh.shape.get(a, 1) for a in ROW_AXES) if mesh is not None else 1
 
 
 def state_shardings(state: Any, params: Any, optimizer: optax.GradientTransformation, mesh: Mesh) -> Any:

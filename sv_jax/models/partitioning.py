@@ -9,6 +9,7 @@ that FSDP gathers weights, never the global batch.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -39,18 +40,11 @@ def mesh_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> 
     spec = []
     for name, size in zip(names, shape):
         axes = tuple(a for a in RULES.get(name, ()) if a in mesh.shape and a not in used)
-        while axes and size % _product(mesh, axes):
+        while axes and size % math.prod(mesh.shape[a] for a in axes):
             axes = axes[:-1]
         used.update(axes)
         spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
     return PartitionSpec(*spec)
-
-
-def _product(mesh: Mesh, axes: Sequence[str]) -> int:
-    size = 1
-    for axis in axes:
-        size *= mesh.shape[axis]
-    return size
 
 
 def constrain(x: jax.Array, names: Sequence[str | None], mesh: Mesh | None) -> jax.Array:
