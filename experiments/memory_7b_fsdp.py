@@ -1,13 +1,14 @@
 """Per-device memory of the compiled SFT step and PPO update for Qwen2.5-Math-7B shapes (2 layers),
 FSDP over 8 host devices, 8 x 4096 tokens: with the decoder's activation constraints (rows stay
 split, FSDP gathers weights), also with each layer rematerialized (`sft.remat`), against the same
-programs laid out by their inputs alone (the peer). Logits go `logits_chunk` (1,024) tokens at a time.
+programs laid out by their inputs alone (the peer). Logits go `logits_chunk` (1,024) tokens and
+`vocab_chunk` (16,384: ten tiles of 15,207 entries) at a time.
 
 Nothing runs: abstract inputs, `jax.jit(...).lower(...).compile()`, then `memory_analysis()`. Also
 counts the compiled program's arrays whose leading dimensions are the global batch (8 x 4096 rows,
 or 32,768 flattened tokens): an FSDP program should hold none. Prints one JSON line per program.
 
-    python experiments/memory_7b_fsdp.py             # ~3 min on 2 cores (six programs compiled)
+    python experiments/memory_7b_fsdp.py             # ~1 min on 2 cores (six programs compiled)
 """
 
 from __future__ import annotations

@@ -345,15 +345,25 @@ def forward(
     return Decoder(config).apply({"params": params}, tokens, positions, segment_ids, cache, last_only, hidden_only)
 
 
+def output_kernel(config: ModelConfig, params: Params) -> jax.Array:
+    """The output projection `[hidden, vocab]` in the compute dtype: `lm_head`'s kernel, or the
+    tied embedding transposed (both then lie as `[embed, vocab]` on a mesh)."""
+    dtype = jnp.dtype(config.dtype)
+    if config.tie_word_embeddings:
+        return params["embed"]["embedding"].astype(dtype).T
+    return params["lm_head"]["kernel"].astype(dtype)
+
+
+def project(config: ModelConfig, hidden: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Float32 logits `[batch, time, vocab']` of hidden states `[batch, time, hidden]` through an
+    output kernel `[hidden, vocab']` (`output_kernel` or a slice of its vocabulary)."""
+    hidden = hidden.astype(jnp.dtype(config.dtype))
+    logits = jax.lax.dot_general(hidden, kernel, (((hidden.ndim - 1,), (0,)), ((), ())))
+    return constrain(logits.astype(jnp.float32), LOGITS, config.mesh)
+
+
 def output_logits(config: ModelConfig, params: Params, hidden: jax.Array) -> jax.Array:
     """Float32 logits `[batch, time, vocab]` of final hidden states `[batch, time, hidden]`: the
-    decoder's own output projection (tied embedding or `lm_head`), the same products in the same
-    dtypes, for callers that project a chunk of time at a time."""
-    dtype = jnp.dtype(config.dtype)
-    hidden = hidden.astype(dtype)
-    if config.tie_word_embeddings:
-        logits = jnp.dot(hidden, params["embed"]["embedding"].astype(dtype).T)
-    else:
-        kernel = params["lm_head"]["kernel"].astype(dtype)
-        logits = jax.lax.dot_general(hidden, kernel, (((hidden.ndim - 1,), (0,)), ((), ())))
-    return constrain(logits.astype(jnp.float32), LOGITS, config.mesh)
+    decoder's own output projection, the same products in the same dtypes, for callers that
+    project a chunk of time at a time."""
+    return project(config, hidden, output_kernel(config, params))

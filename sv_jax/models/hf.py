@@ -2,28 +2,32 @@
 
 Loading streams one tensor at a time from the shards onto the device, so the host never holds two
 copies of the model; saving writes one shard at a time into a temporary folder that replaces the
-target only once everything is written.
+target only once everything is written. Folders may be in a bucket (`gs://...`, through
+`etils.epath`): a bucket's shards are read whole into memory, and files are staged in a local
+folder on the way in or out (`sv_jax.io`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
-import shutil
-from pathlib import Path
 from typing import Any, Iterator
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from etils import epath
 from jax.sharding import Mesh
 from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
 from sv_jax.distributed import to_global, to_host
 from sv_jax.errors import UserError
+from sv_jax.io import is_remote, local_copy, written_locally
 from sv_jax.models.config import ModelConfig
 from sv_jax.models.decoder import Params, param_shapes, param_shardings
 
@@ -96,8 +100,8 @@ class LoadedModel:
     hf_config: dict[str, Any]
 
 
-def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
-    folder = Path(path)
+def read_hf_config(path: epath.PathLike) -> dict[str, Any]:
+    folder = epath.Path(path)
     if not folder.is_dir():
         raise UserError(f"{folder}: model folder does not exist")
     config_file = folder / "config.json"
@@ -110,7 +114,7 @@ def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_hf(
-    path: str | os.PathLike,
+    path: epath.PathLike,
     dtype: str = "float32",
     param_dtype: str | None = None,
     mesh: Mesh | None = None,
@@ -119,7 +123,7 @@ def load_hf(
     """Reads an HF Llama / Qwen2 folder. On `mesh` each tensor is placed as it is read, sharded by
     its logical axes (each process writes only the shards its devices hold), and the returned
     config lays activations out on the mesh; default: the default device."""
-    folder = Path(path)
+    folder = epath.Path(path)
     hf_config = read_hf_config(folder)
     config = ModelConfig.from_hf(hf_config, str(folder / "config.json"), dtype, param_dtype or dtype)
     config = config.replace(mesh=mesh)
@@ -150,7 +154,7 @@ def load_hf(
     return LoadedModel(config, params, tokenizer, hf_config)
 
 
-def _tensors_by_file(folder: Path) -> dict[Path, Iterator[tuple[str, np.ndarray]]]:
+def _tensors_by_file(folder: epath.Path) -> dict[epath.Path, Iterator[tuple[str, np.ndarray]]]:
     """Shard file → its (name, tensor) pairs, read lazily, after checking that every shard exists."""
     index_file = folder / INDEX_FILE
     if index_file.is_file():
@@ -174,8 +178,11 @@ def _tensors_by_file(folder: Path) -> dict[Path, Iterator[tuple[str, np.ndarray]
     return {file: _read_tensors(file) for file in files}
 
 
-def _read_tensors(file: Path) -> Iterator[tuple[str, np.ndarray]]:
+def _read_tensors(file: epath.Path) -> Iterator[tuple[str, np.ndarray]]:
     try:
+        if is_remote(file):  # safetensors maps local files only
+            yield from load_safetensors(file.read_bytes()).items()
+            return
         with safe_open(file, framework="numpy") as handle:
             for name in handle.keys():
                 yield name, handle.get_tensor(name)
@@ -183,18 +190,19 @@ def _read_tensors(file: Path) -> Iterator[tuple[str, np.ndarray]]:
         raise UserError(f"{file}: unreadable safetensors file: {error}") from None
 
 
-def load_tokenizer(path: str | os.PathLike):
-    """The folder's tokenizer through `transformers.AutoTokenizer` (local files only)."""
+def load_tokenizer(path: epath.PathLike):
+    """The folder's tokenizer through `transformers.AutoTokenizer` (no hub: its own files only)."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        with local_copy(path, skip_suffix=".safetensors") as local:
+            return AutoTokenizer.from_pretrained(str(local), local_files_only=True)
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: no usable tokenizer files: {error}".splitlines()[0]) from None
 
 
 def save_hf(
-    path: str | os.PathLike,
+    path: epath.PathLike,
     config: ModelConfig,
     params: Params,
     tokenizer: Any = None,
@@ -205,27 +213,30 @@ def save_hf(
     keeps keys we do not model; the architecture keys always come from `config`. On a multi-host
     mesh every process must call this; process 0 writes, and every process returns once the folder
     is in place."""
-    target = Path(path)
+    target = epath.Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     writer = jax.process_index() == 0
     if writer:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp.rmtree(missing_ok=True)
     try:
-        _write_weights(tmp, config, params, max_shard_bytes, writer)
+        with written_locally(tmp) if writer else contextlib.nullcontext() as folder:
+            _write_weights(folder, config, params, max_shard_bytes)
+            if writer:
+                (folder / "config.json").write_text(json.dumps({**(hf_config or {}), **config.to_hf()}, indent=2) + "\n")
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(str(folder))
         if writer:
-            (tmp / "config.json").write_text(json.dumps({**(hf_config or {}), **config.to_hf()}, indent=2) + "\n")
-            if tokenizer is not None:
-                tokenizer.save_pretrained(str(tmp))
             _replace_folder(tmp, target)
     finally:
         if writer:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.rmtree(missing_ok=True)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"save_hf {target}")
 
 
-def _write_weights(folder: Path, config: ModelConfig, params: Params, max_shard_bytes: int, writer: bool) -> None:
+def _write_weights(folder: os.PathLike | None, config: ModelConfig, params: Params, max_shard_bytes: int) -> None:
+    """Shards of at most `max_shard_bytes` into local `folder`; every process gathers each tensor
+    with the others, and only the writer (the one given a folder) writes."""
     mappings = tensor_mappings(config)
     shards: list[list[TensorMapping]] = [[]]
     shard_bytes = 0
@@ -242,24 +253,24 @@ def _write_weights(folder: Path, config: ModelConfig, params: Params, max_shard_
     weight_map = {}
     for name, shard in zip(names, shards):
         tensors = {m.hf_name: m.to_hf(np.asarray(to_host(_get(params, m.path)))) for m in shard}
-        if writer:
-            save_file(tensors, str(folder / name), metadata={"format": "pt"})
+        if folder is not None:
+            save_file(tensors, os.path.join(folder, name), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, name))
-    if writer and len(shards) > 1:
+    if folder is not None and len(shards) > 1:
         total = sum(_get(params, m.path).nbytes for m in mappings)
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        epath.Path(folder, INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
 
 
 
-def _replace_folder(new: Path, target: Path) -> None:
+def _replace_folder(new: epath.Path, target: epath.Path) -> None:
     """Puts `new` at `target`; an existing `target` is removed only after `new` is in place."""
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         target.rename(old)
     new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    old.rmtree(missing_ok=True)
 
 
 def _get(tree: Any, path: tuple[str, ...]) -> Any:

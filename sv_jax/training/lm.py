@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from sv_jax.models import ModelConfig, Params, forward, output_logits, param_shardings
+from sv_jax.models import ModelConfig, Params, forward, param_shardings
 from sv_jax.sharding import batch_sharding, replicated, state_shardings
-from sv_jax.training.losses import masked_cross_entropy, over_time_chunks, token_kl, token_log_probs
+from sv_jax.training.losses import masked_cross_entropy
+from sv_jax.training.token_stats import token_statistics
 
 Batch = dict[str, jax.Array]
 
@@ -57,27 +58,20 @@ class LMStep:
 
     def losses(self, params: Params, micro: Batch, reference_params: Params | None):
         """Sums over one micro-batch: cross-entropy, learned tokens, KL, KL tokens. Logits are
-        made `config.logits_chunk` time steps at a time (`over_time_chunks`)."""
+        never whole (`token_statistics`)."""
         with_kl = self.kl_coef != 0.0 and reference_params is not None
 
         def hidden_states(weights: Params) -> jax.Array:
             return forward(self.config, weights, micro["inputs"], micro["positions"], micro["segment_ids"],
                            hidden_only=True)[0]
 
-        def per_token(hidden, targets, reference_hidden=None):
-            logits = output_logits(self.config, params, hidden)
-            kl = (token_kl(logits, output_logits(self.config, reference_params, reference_hidden)) if with_kl
-                  else jnp.zeros(targets.shape))
-            return token_log_probs(logits, targets), kl
-
-        reference = (jax.lax.stop_gradient(hidden_states(reference_params)),) if with_kl else ()
-        log_probs, kl = over_time_chunks(per_token, self.config.logits_chunk, hidden_states(params),
-                                         micro["targets"], *reference)
-        ce_sum, ce_count = masked_cross_entropy(log_probs, micro["loss_mask"])
+        reference = (reference_params, jax.lax.stop_gradient(hidden_states(reference_params))) if with_kl else None
+        stats = token_statistics(self.config, params, hidden_states(params), micro["targets"], reference=reference)
+        ce_sum, ce_count = masked_cross_entropy(stats["log_probs"], micro["loss_mask"])
         if not with_kl:
             return ce_sum, ce_count, jnp.zeros(()), jnp.zeros(())
         kl_mask = micro["kl_mask"].astype(jnp.float32)
-        return ce_sum, ce_count, jnp.sum(kl * kl_mask), kl_mask.sum()
+        return ce_sum, ce_count, jnp.sum(stats["kl"] * kl_mask), kl_mask.sum()
 
     def __call__(self, state: TrainState, batch: Batch, reference_params: Params | None = None):
         """One optimizer update from all micro-batches: the loss is normalised by the learned tokens

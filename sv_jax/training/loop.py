@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Callable
 
+from etils import epath
 import jax
 import numpy as np
 from tensorboardX import SummaryWriter
@@ -23,7 +23,7 @@ class MetricsWriter:
     one uninterrupted run. Of several processes, process 0 alone writes.
     """
 
-    def __init__(self, directory: Path, resume_step: int = 0):
+    def __init__(self, directory: epath.Path, resume_step: int = 0):
         self.active = jax.process_index() == 0
         if not self.active:
             return
@@ -53,7 +53,7 @@ def train(
     step_fn: Callable[[Any, dict], tuple[Any, dict]],
     batch_for_step: Callable[[int], dict[str, np.ndarray]],
     total_steps: int,
-    directory: Path,
+    directory: epath.Path,
     checkpoint_every: int,
     log_every: int = 10,
     learning_rate: Callable[[int], float] | None = None,

@@ -32,6 +32,12 @@ def token_kl(logits: jax.Array, reference_logits: jax.Array) -> jax.Array:
     return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
+def token_entropy(logits: jax.Array) -> jax.Array:
+    """Entropy of each next-token distribution, `[batch, time]`."""
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
 def over_time_chunks(per_token: Callable[..., tuple[jax.Array, ...]], chunk: int,
                      *arrays: jax.Array) -> tuple[jax.Array, ...]:
     """`per_token(*arrays)` (a tuple of `[batch, time]` arrays from `[batch, time, ...]` inputs)

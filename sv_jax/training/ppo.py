@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sv_jax.models import ModelConfig, Params, forward, output_logits
+from sv_jax.models import ModelConfig, Params, forward
 from sv_jax.training.lm import Batch, TrainState
-from sv_jax.training.losses import over_time_chunks, token_log_probs
+from sv_jax.training.token_stats import token_statistics
 
 
 def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, mask: jax.Array,
@@ -41,31 +41,19 @@ def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array
     return loss, metrics
 
 
-def token_entropy(logits: jax.Array) -> jax.Array:
-    """Entropy of each next-token distribution, `[batch, time]`."""
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
-
-
 def policy_outputs(config: ModelConfig, params: Params, batch: Batch, temperature: float,
                    with_entropy: bool = False) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """Per-token log-probs of `batch["targets"]` under the temperature-scaled policy (the
     distribution the rollout sampled from), their entropies if asked, and the value head's
     estimates if `params` has one. `params`: `{"policy": decoder params, "value"?: head}`.
-    Logits are made `config.logits_chunk` time steps at a time (`over_time_chunks`)."""
+    Logits are never whole (`token_statistics`)."""
     hidden, _ = forward(config, params["policy"], batch["inputs"], batch["positions"], batch["segment_ids"],
                         hidden_only=True)
-
-    def per_token(hidden, targets):
-        logits = output_logits(config, params["policy"], hidden) / temperature
-        log_probs = token_log_probs(logits, targets)
-        return (log_probs, token_entropy(logits)) if with_entropy else (log_probs,)
-
-    logprobs, *entropy = over_time_chunks(per_token, config.logits_chunk, hidden, batch["targets"])
+    stats = token_statistics(config, params["policy"], hidden, batch["targets"], temperature, with_entropy)
     values = None
     if "value" in params:
         values = hidden.astype(jnp.float32) @ params["value"]["kernel"] + params["value"]["bias"]
-    return logprobs, entropy[0] if entropy else None, values
+    return stats["log_probs"], stats.get("entropy"), values
 
 
 def init_value_head(config: ModelConfig) -> Params:
