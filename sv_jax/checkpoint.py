@@ -7,13 +7,14 @@ killed mid-save leaves the previous checkpoint as the latest one; the next run r
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from sv_jax.errors import UserError
+from sv_jax.io import is_remote
 
 
 class Checkpointer:
@@ -23,10 +24,11 @@ class Checkpointer:
     `metadata` is a small JSON-able dict (e.g. the data iterator's position) saved beside it.
     """
 
-    def __init__(self, directory: str | os.PathLike, every: int, keep: int = 2):
+    def __init__(self, directory: epath.PathLike, every: int, keep: int = 2):
         if every < 1:
             raise UserError(f"checkpoint interval must be >= 1, got {every}")
-        self.directory = Path(directory).absolute()
+        # orbax wants local paths absolute; a bucket's (gs://...) stays as it is
+        self.directory = epath.Path(directory if is_remote(directory) else os.path.abspath(directory))
         self.every = every
         self._manager = ocp.CheckpointManager(
             self.directory,

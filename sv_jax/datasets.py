@@ -9,12 +9,10 @@ random access, a fit for grain).
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import uuid
-from pathlib import Path
 from typing import Any
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -77,10 +75,10 @@ class S2rTrajectories(_LocalJsonl):
 BUILDERS = {"questions": S2rQuestions, "trajectories": S2rTrajectories}
 
 
-def prepare_tfds(kind: str, sources: dict[str, str | os.PathLike], folder: str | os.PathLike) -> Path:
+def prepare_tfds(kind: str, sources: dict[str, epath.PathLike], folder: epath.PathLike) -> epath.Path:
     """Builds the TFDS dataset of `kind` from JSONL `sources` into `folder`, replacing what was there
     only once the new one is complete."""
-    folder = Path(folder)
+    folder = epath.Path(folder)
     tfds.disable_progress_bar()
     staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
@@ -88,16 +86,19 @@ def prepare_tfds(kind: str, sources: dict[str, str | os.PathLike], folder: str |
                                  file_format="array_record")
         builder.download_and_prepare()
         if folder.exists():
-            shutil.rmtree(folder)
-        staging.replace(folder)
+            folder.rmtree()
+        staging.rename(folder)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.rmtree(missing_ok=True)
     return folder
 
 
-def read_tfds(folder: str | os.PathLike, split: str) -> list[dict]:
+def read_tfds(folder: epath.PathLike, split: str) -> list[dict]:
     """Every example of `split` as the JSONL dict it came from, in the JSONL's order."""
-    infos = sorted(Path(folder).glob("**/dataset_info.json"))
+    # the dataset's own folder, its builder's (name/) or a data_dir (name/version/); no `**`: a
+    # bucket's glob would list every object below
+    infos = sorted(info for pattern in ("", "*/", "*/*/")
+                   for info in epath.Path(folder).glob(f"{pattern}dataset_info.json"))
     if not infos:
         raise UserError(f"{folder}: not a prepared TFDS dataset (no dataset_info.json)")
     builder = tfds.builder_from_directory(str(infos[-1].parent))

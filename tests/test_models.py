@@ -11,6 +11,8 @@ import torch
 import transformers
 from safetensors.numpy import load_file, save_file
 
+import sv_jax.io
+import sv_jax.models.hf
 from sv_jax.errors import UserError
 from sv_jax.models import ModelConfig, forward, init_cache, init_params, load_hf, save_hf
 from sv_jax.models.decoder import CAUSAL_BLOCK
@@ -228,3 +230,20 @@ def test_tensor_mappings_cover_every_parameter():
     leaves = jax.tree_util.tree_leaves_with_path(init_params(config, jax.random.key(0)))
     paths = {tuple(k.key for k in path) for path, _ in leaves}
     assert paths == {m.path for m in tensor_mappings(config)}
+
+
+def test_a_bucket_folder_round_trips_through_local_staging(qwen2_folder, tmp_path, monkeypatch):
+    """Every path taken for a bucket's (as `gs://...` would be): the export is staged in a local
+    folder and copied up file by file (sharded), the import reads whole shards and copies the
+    tokenizer files down; parameters, tokenizer and the folder's files are those of a local save."""
+    model = load_hf(qwen2_folder)
+    save_hf(tmp_path / "local", model.config, model.params, model.tokenizer, model.hf_config, max_shard_bytes=8192)
+    for module in (sv_jax.io, sv_jax.models.hf):
+        monkeypatch.setattr(module, "is_remote", lambda path: True)
+    save_hf(tmp_path / "bucket", model.config, model.params, model.tokenizer, model.hf_config, max_shard_bytes=8192)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket", "local"]
+    files = lambda name: {p.name: p.read_bytes() for p in (tmp_path / name).iterdir()}  # noqa: E731
+    assert files("bucket") == files("local")
+    reloaded = load_hf(tmp_path / "bucket")
+    jax.tree.map(np.testing.assert_array_equal, reloaded.params, model.params)
+    assert reloaded.tokenizer("12 + 3").input_ids == model.tokenizer("12 + 3").input_ids

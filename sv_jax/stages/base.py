@@ -9,14 +9,15 @@ eval.json}`, and `workdir/base/cooldown/` (the annealing steps after an early st
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
 
 from sv_jax.distributed import on_process_zero, to_global
 from sv_jax.errors import require_steps
+from sv_jax.io import written_locally
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, param_shardings, save_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.tasks import arithmetic as task
@@ -32,7 +33,7 @@ from sv_jax.trajectory import verdict
 def run(config: ml_collections.ConfigDict) -> None:
     settings = config.base
     require_steps(settings, "base", "steps")
-    directory = Path(config.workdir) / "base"
+    directory = epath.Path(config.workdir) / "base"
     tokenizer = _tokenizer(directory / "tokenizer", config.seed)
     model_config = ModelConfig(
         family="llama",
@@ -94,7 +95,7 @@ def run(config: ml_collections.ConfigDict) -> None:
 
 
 def _cool_down(state, layout, model_config: ModelConfig, schedule, stopped_at: int, batch_for_step,
-               directory: Path, settings: ml_collections.ConfigDict):
+               directory: epath.Path, settings: ml_collections.ConfigDict):
     """`cooldown_steps` more steps on the same corpus with the learning rate falling linearly to 0,
     checkpointed in `directory` (steps counted from the stop). The stop rule fires mid-schedule, at
     a high learning rate, where both skills swing ±5 points between validations; annealed, π₀
@@ -106,7 +107,7 @@ def _cool_down(state, layout, model_config: ModelConfig, schedule, stopped_at: i
                  settings.log_every, lambda i: cooldown(stopped_at + i), description="base cool-down")
 
 
-def _tokenizer(folder: Path, seed: int):
+def _tokenizer(folder: epath.Path, seed: int):
     """Trained on the corpus's own text once (by process 0), then read back, so a resumed run and
     every process use the same one."""
     def write() -> None:
@@ -115,7 +116,8 @@ def _tokenizer(folder: Path, seed: int):
             texts = ["".join(builtin.pretraining_document(task.draw_problem("train", rng), rng, 0.5, 0.5, 0.5))
                      for _ in range(3000)]
             texts += [builtin.CUES.verify, builtin.CUES.retry, builtin.CHECK_PROMPT, builtin.PROMPT]
-            train_tokenizer(texts).save_pretrained(folder)
+            with written_locally(folder) as local:
+                train_tokenizer(texts).save_pretrained(local)
 
     on_process_zero(write, "base tokenizer")
     return load_tokenizer(folder)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Protocol, Sequence
 
+from etils import epath
 import ml_collections
 import numpy as np
 
@@ -47,11 +47,11 @@ class Source(Protocol):
     def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]: ...
 
 
-def policy_folder(config: ml_collections.ConfigDict) -> Path:
+def policy_folder(config: ml_collections.ConfigDict) -> epath.Path:
     """`model.path`, or the workdir's π₀ — pretrained first if it is not there yet."""
     if config.model.path:
-        return Path(config.model.path)
-    folder = Path(config.workdir) / "base" / "model"
+        return epath.Path(config.model.path)
+    folder = epath.Path(config.workdir) / "base" / "model"
     if not (folder / "config.json").exists():
         from sv_jax.stages import base
 
@@ -83,7 +83,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     records, summary = construct(source, source.grade(texts), settings, np.random.default_rng(config.seed),
                                  np.random.default_rng([config.seed, 1]))
 
-    directory = Path(config.workdir) / "data"
+    directory = epath.Path(config.workdir) / "data"
 
     def write() -> None:
         write_jsonl(directory / "trajectories.jsonl", records)

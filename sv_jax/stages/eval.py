@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import importlib
 import json
-from pathlib import Path
 
+from etils import epath
 import ml_collections
 
 from sv_jax.distributed import on_process_zero
@@ -31,16 +31,16 @@ from sv_jax.trajectory import build, parse
 POLICIES = ("base", "sft", "sft_correct_only", "rl", "rl_outcome", "rl_process")
 
 
-def policy_folder(config: ml_collections.ConfigDict) -> Path:
+def policy_folder(config: ml_collections.ConfigDict) -> epath.Path:
     """The folder of `eval.policy` in the workdir (made first when missing), or `model.path`."""
     if not config.eval.policy:
         if not config.model.path:
             raise UserError("config keys 'eval.policy' and 'model.path' are both empty: name a policy to evaluate")
-        return Path(config.model.path)
+        return epath.Path(config.model.path)
     return ensure_policy(config, config.eval.policy)
 
 
-def ensure_policy(config: ml_collections.ConfigDict, policy: str) -> Path:
+def ensure_policy(config: ml_collections.ConfigDict, policy: str) -> epath.Path:
     """`workdir/<policy>/model`, trained first (with the config's settings) when it is missing.
     `rl` is the policy of `rl.reward`; `rl_<reward>` names one reward level's policy."""
     if policy not in POLICIES:
@@ -50,7 +50,7 @@ def ensure_policy(config: ml_collections.ConfigDict, policy: str) -> Path:
 
         reward = config.rl.reward if policy == "rl" else policy.removeprefix("rl_")
         policy = rl.output_name(config, reward)
-    folder = Path(config.workdir) / policy / "model"
+    folder = epath.Path(config.workdir) / policy / "model"
     if not (folder / "config.json").exists():
         print(f"eval: no {policy} policy in the workdir; training it first")
         make = copy.deepcopy(config)
@@ -92,7 +92,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     figures = score(attempts, [len(tokenizer.encode(text, add_special_tokens=False)) for text in joined])
 
     name = settings.name or settings.policy or "model"
-    directory = Path(config.workdir) / "eval"
+    directory = epath.Path(config.workdir) / "eval"
 
     def write() -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ import functools
 import json
 import math
 import time
-from pathlib import Path
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -204,7 +204,7 @@ def training_questions(config: ml_collections.ConfigDict) -> list[Question]:
 
 def _levels(config: ml_collections.ConfigDict, questions: list[Question]) -> list[int]:
     """Each question's stage 0 difficulty level (0 where stage 0 built no trajectory for it)."""
-    path = Path(config.workdir) / "data" / "trajectories.jsonl"
+    path = epath.Path(config.workdir) / "data" / "trajectories.jsonl"
     known = {str(r["id"]): int(r["difficulty"]) for r in read_jsonl(path)} if path.exists() else {}
     return [known.get(str(q.id), 0) for q in questions]
 
@@ -225,11 +225,11 @@ def _ended(token_ids: list[int], stops: set[tuple[int, ...]]) -> bool:
     return any(tuple(token_ids[len(token_ids) - len(s):]) == s for s in stops if len(token_ids) >= len(s))
 
 
-def train_policy(config: ml_collections.ConfigDict, reward: str) -> Path:
+def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
     """PPO from the S²R SFT policy with `reward`; returns the exported policy's folder."""
     settings = config.rl
     name = output_name(config, reward)
-    directory = Path(config.workdir) / name
+    directory = epath.Path(config.workdir) / name
     mesh = mesh_of(config)
     policy = load_hf(evaluate.ensure_policy(config, "sft"), config.model.dtype, config.model.param_dtype, mesh)
     rollouts = Rollouts(config, policy)
@@ -400,7 +400,7 @@ def report(config: ml_collections.ConfigDict) -> dict[str, dict]:
     lines = [header, "|" + "---|" * (len(TABLE_FIGURES) + 1)]
     lines += ["| " + label + " | " + " | ".join(evaluate.show(figures[f]) for f in TABLE_FIGURES) + " |"
               for label, figures in rows.items()]
-    directory = Path(config.workdir) / "eval"
+    directory = epath.Path(config.workdir) / "eval"
     def write() -> None:
         (directory / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
         (directory / "table.md").write_text("\n".join(lines) + "\n")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
+from etils import epath
 import ml_collections
 from absl import logging
 
@@ -44,7 +44,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     )
     logging.info("sample: %d programs compiled", sampler.compilations)
 
-    output = Path(config.workdir) / "samples.jsonl"
+    output = epath.Path(config.workdir) / "samples.jsonl"
     records = (
         {
             "prompt": prompt,

@@ -10,8 +10,8 @@ trajectories.
 
 from __future__ import annotations
 
-from pathlib import Path
 
+from etils import epath
 import ml_collections
 import numpy as np
 
@@ -82,7 +82,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     reference = policy.params if settings.kl_coef else None
     state, layout = placed_train_state(policy.params, optimizer, param_shardings(policy.config, mesh), mesh)
     step = jit_lm_step(LMStep(model_config, optimizer, settings.kl_coef), layout, mesh, reference is not None)
-    directory = Path(config.workdir) / output_name(settings.baseline)
+    directory = epath.Path(config.workdir) / output_name(settings.baseline)
     on_mesh = batch_sharding(mesh)
     step_fn = step if reference is None else lambda s, batch: step(s, batch, reference)
     state = train(state, step_fn, lambda i: to_global(batches(i), on_mesh),
@@ -152,12 +152,12 @@ def read_trajectories(config: ml_collections.ConfigDict) -> list[dict]:
     """`sft.trajectories` (JSONL or TFDS folder), or the workdir's stage 0 output, made first if missing."""
     source = config.sft.trajectories
     if not source:
-        folder = Path(config.workdir) / "data"
+        folder = epath.Path(config.workdir) / "data"
         if not (folder / "trajectories.jsonl").exists():
             print("sft: no trajectories in the workdir; running stage data first")
             data.run(config)
         source = folder / "trajectories.jsonl"
-    source = Path(source)
+    source = epath.Path(source)
     if source.is_dir():
         return [_checked(r, f"{source} example {i}") for i, r in enumerate(read_tfds(source, "train"))]
     return [_checked(r, f"{source}:{n}") for n, r in numbered_jsonl(source, required=("question", "actions"))]

@@ -7,9 +7,8 @@ A folder is read as a prepared TFDS dataset (ArrayRecord, read without TensorFlo
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
+from etils import epath
 from sv_jax.errors import UserError
 from sv_jax.io import numbered_jsonl
 
@@ -22,9 +21,9 @@ class Question:
     solution: str | None = None
 
 
-def read_questions(path: str | os.PathLike, split: str = "train") -> list[Question]:
+def read_questions(path: epath.PathLike, split: str = "train") -> list[Question]:
     """Every question of a JSONL file, or of `split` of a prepared TFDS dataset folder."""
-    source = Path(path)
+    source = epath.Path(path)
     if source.is_dir():
         from sv_jax import datasets
 
