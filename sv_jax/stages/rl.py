@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
+from sv_jax.detokenize import token_pieces
 from sv_jax.distributed import on_process_zero, to_global, to_host
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import read_jsonl
@@ -163,7 +164,7 @@ class Rollouts:
     def score(self, questions: list[Question], given: list[list[int]], sampled: list[list[int]],
               values: RewardValues) -> list[Scored]:
         """Each whole response (`given` tokens, then `sampled` ones) graded and scored."""
-        pieces = [_pieces(self.tokenizer, [*g, *s]) for g, s in zip(given, sampled)]
+        pieces = [token_pieces(self.tokenizer, [*g, *s]) for g, s in zip(given, sampled)]
         solves = [[a.text for a in parse("".join(p), self.cues) if a.kind == SOLVE] for p in pieces]
         correct = iter(evaluate.grade(self.config, questions, solves, from_file=bool(self.config.data.questions)))
         stops = set(self.spec.stop_sequences)
@@ -207,18 +208,6 @@ def _levels(config: ml_collections.ConfigDict, questions: list[Question]) -> lis
     path = epath.Path(config.workdir) / "data" / "trajectories.jsonl"
     known = {str(r["id"]): int(r["difficulty"]) for r in read_jsonl(path)} if path.exists() else {}
     return [known.get(str(q.id), 0) for q in questions]
-
-
-def _pieces(tokenizer, token_ids: list[int]) -> list[str]:
-    """Each token's text, such that they join to the decoded response (decoded one by one where
-    that is exact, else by growing prefixes: byte-level tokens may split a character)."""
-    whole = tokenizer.decode(token_ids, skip_special_tokens=True)
-    pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in token_ids]
-    if "".join(pieces) == whole:
-        return pieces
-    prefixes = [""] + [tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True) for i in range(len(token_ids))]
-    return [prefixes[i + 1][len(prefixes[i]):] if prefixes[i + 1].startswith(prefixes[i]) else ""
-            for i in range(len(token_ids))]
 
 
 def _ended(token_ids: list[int], stops: set[tuple[int, ...]]) -> bool:
