@@ -57,6 +57,7 @@ def settings() -> ml_collections.ConfigDict:
     rl.kl_coef = 0.05
     rl.kl_in = "loss"  # loss (a term of the objective) | reward (a per-token penalty)
     rl.entropy_coef = 0.0
+    rl.remat = "none"  # none | full | dots: what each layer's backward pass recomputes in a PPO update
     # 5e-5 (not 2e-4): on the same rollouts, 2e-4 drifted the policy (greedy first attempts fell
     # 2-3 points on 3 seeds); 5e-5 raised the rollout reward most (experiments/RESULTS.md).
     rl.learning_rate = 5e-5

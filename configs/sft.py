@@ -53,7 +53,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # a third of the retries read like checks and never reached an answer (experiments/RESULTS.md).
     config.sft.kl_coef = 0.1
     config.sft.kl_tokens = "except_retries"
-    config.sft.remat = False
+    config.sft.remat = "none"  # none | full | dots: what each layer's backward pass recomputes
     config.sft.checkpoint_every = 100
     config.sft.log_every = 10
     return presets.apply(config, preset)

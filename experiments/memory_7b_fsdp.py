@@ -1,6 +1,6 @@
 """Per-device memory of the compiled SFT step and PPO update for Qwen2.5-Math-7B shapes (2 layers),
 FSDP over 8 host devices, 8 x 4096 tokens: with the decoder's activation constraints (rows stay
-split, FSDP gathers weights), also with each layer rematerialized (`sft.remat`), against the same
+split, FSDP gathers weights), also with each layer rematerialized (`remat` full and dots), against the same
 programs laid out by their inputs alone (the peer). Logits go `logits_chunk` (1,024) tokens and
 `vocab_chunk` (16,384: ten tiles of 15,207 entries) at a time.
 
@@ -8,7 +8,7 @@ Nothing runs: abstract inputs, `jax.jit(...).lower(...).compile()`, then `memory
 counts the compiled program's arrays whose leading dimensions are the global batch (8 x 4096 rows,
 or 32,768 flattened tokens): an FSDP program should hold none. Prints one JSON line per program.
 
-    python experiments/memory_7b_fsdp.py             # ~1 min on 2 cores (six programs compiled)
+    python experiments/memory_7b_fsdp.py             # ~1 min on 2 cores (eight programs compiled)
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> None:
     results = []
     # the peer: the same programs laid out by their inputs' shardings alone (no activation constraints)
     layouts = {"inputs_only": dict(mesh=None), "constrained": dict(mesh=mesh),
-               "constrained_remat": dict(mesh=mesh, remat=True)}
+               "constrained_remat": dict(mesh=mesh, remat="full"), "constrained_remat_dots": dict(mesh=mesh, remat="dots")}
     for name, changes in layouts.items():
         config = QWEN_7B_2_LAYERS.replace(**changes)
         layout = param_shardings(config, mesh)

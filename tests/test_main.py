@@ -33,6 +33,8 @@ def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         (["--config=configs/rl.py", "--config.distributed.num_processes=-2"], "distributed.num_processes"),
         (["--config=configs/rl.py", "--config.distributed.num_processes=2", "--config.distributed.process_id=2"],
          "distributed.process_id"),
+        (["--config=configs/rl.py", "--config.rl.remat=everything"], "rl.remat"),
+        (["--config=configs/sft.py", "--config.sft.remat=True"], "sft.remat"),
     ],
 )
 def test_bad_invocation_is_one_line_naming_it(args, named):

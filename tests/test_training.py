@@ -121,9 +121,11 @@ def test_rematerialization_changes_nothing_but_memory():
     optimizer, _ = make_optimizer(1e-2, total_steps=10)
     params = init_params(CONFIG, jax.random.key(0))
     plain, plain_metrics = jax.jit(LMStep(CONFIG, optimizer))(init_train_state(params, optimizer), batch)
-    remat, remat_metrics = jax.jit(LMStep(CONFIG.replace(remat=True), optimizer))(init_train_state(params, optimizer), batch)
-    assert float(remat_metrics["loss"]) == pytest.approx(float(plain_metrics["loss"]), rel=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), plain.params, remat.params)
+    for policy in ("full", "dots"):
+        step = jax.jit(LMStep(CONFIG.replace(remat=policy), optimizer))
+        remat, remat_metrics = step(init_train_state(params, optimizer), batch)
+        assert float(remat_metrics["loss"]) == pytest.approx(float(plain_metrics["loss"]), rel=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), plain.params, remat.params)
 
 
 @pytest.mark.parametrize("tied", [False, True])

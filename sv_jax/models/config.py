@@ -12,6 +12,10 @@ from sv_jax.errors import UserError
 FAMILIES = ("llama", "qwen2")
 DTYPES = ("float32", "bfloat16")
 ROPE_TYPES = ("default", "linear", "llama3")
+# What each layer's backward pass recomputes (`ModelConfig.remat`): nothing; everything (only the
+# layer's input is kept); or everything but the weight matmuls' outputs (q, k, v, o, MLP gate / up /
+# down: JAX's `dots_with_no_batch_dims_saveable`; attention scores and elementwise work recomputed).
+REMAT_POLICIES = ("none", "full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +54,7 @@ class ModelConfig:
     mlp_bias: bool = False
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
-    remat: bool = False  # recompute each layer's activations in the backward pass: memory for time
+    remat: str = "none"  # REMAT_POLICIES: recompute layer activations in the backward pass, memory for time
     # Time steps whose logits a training or scoring pass holds at once: longer rows go chunk by chunk,
     # each chunk's logits recomputed in the backward pass (a 7B model's [4096, 152064] float32 logits
     # of one row are 2.3 GiB, and the loss and its gradient need several such arrays). 0: whole rows.
@@ -75,6 +79,8 @@ class ModelConfig:
                 f"num_attention_heads ({self.num_heads}) is not a multiple of "
                 f"num_key_value_heads ({self.num_kv_heads})"
             )
+        if self.remat not in REMAT_POLICIES:
+            raise UserError(f"remat policy {self.remat!r} is not one of {', '.join(REMAT_POLICIES)}")
         if self.rope_scaling.rope_type not in ROPE_TYPES:
             raise UserError(
                 f"rope type {self.rope_scaling.rope_type!r} is not supported; known: {', '.join(ROPE_TYPES)}"

@@ -244,7 +244,7 @@ class Decoder(nn.Module):
         x = constrain(embed(tokens), HIDDEN, c.mesh)
         mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
         new_keys, new_values = [], []
-        block = nn.remat(Block) if c.remat else Block
+        block = Block if c.remat == "none" else nn.remat(Block, policy=_REMAT_POLICY[c.remat])
         for i in range(c.num_layers):
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
             x, layer_cache = block(c, name=f"layers_{i}")(x, positions, mask, layer_cache, cache_index)
@@ -275,6 +275,10 @@ class Decoder(nn.Module):
                 index=cache_index + tokens.shape[1],
             )
         return constrain(logits.astype(jnp.float32), LOGITS, c.mesh), cache
+
+
+# `nn.remat` policies by `ModelConfig.remat`
+_REMAT_POLICY = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 def _attention_mask(segment_ids: jax.Array, cache: KVCache | None):

@@ -32,6 +32,7 @@ from sv_jax.distributed import on_process_zero, to_global, to_host
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, param_shardings, save_hf
+from sv_jax.models.config import REMAT_POLICIES
 from sv_jax.sampling import Sample, Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.sharding import data_parallelism, mesh_of, replicated, rows_sharding
 from sv_jax.stages import data
@@ -77,7 +78,7 @@ def _check(settings: ml_collections.ConfigDict) -> None:
             if reward not in REWARDS:
                 raise UserError(f"config key 'rl.{key}': {reward!r} is not one of {', '.join(REWARDS)}")
     choices = {"baseline": BASELINES, "process_credit": ("action", "reward_to_go"),
-               "advantage": ("baseline", "gae"), "kl_in": ("loss", "reward")}
+               "advantage": ("baseline", "gae"), "kl_in": ("loss", "reward"), "remat": REMAT_POLICIES}
     for key, known in choices.items():
         if settings[key] not in known:
             raise UserError(f"config key 'rl.{key}': {settings[key]!r} is not one of {', '.join(known)}")
@@ -233,7 +234,7 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
         param_layout["value"] = replicated(mesh)
     state, layout = placed_train_state(params, optimizer, param_layout, mesh)
     rows = rows_sharding(mesh)
-    update = jax.jit(PPOStep(policy.config, optimizer, settings.temperature, settings.clip,
+    update = jax.jit(PPOStep(policy.config.replace(remat=settings.remat), optimizer, settings.temperature, settings.clip,
                              settings.kl_coef if settings.kl_in == "loss" else 0.0, settings.entropy_coef,
                              settings.value_coef), donate_argnums=0, in_shardings=(layout, rows),
                      out_shardings=(layout, replicated(mesh)))

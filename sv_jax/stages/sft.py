@@ -20,6 +20,7 @@ from sv_jax.distributed import to_global
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import numbered_jsonl
 from sv_jax.models import load_hf, param_shardings, save_hf
+from sv_jax.models.config import REMAT_POLICIES
 from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of
 from sv_jax.stages import data
 from sv_jax.tasks import fill, response_format
@@ -49,6 +50,8 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key 'sft.kl_tokens': {settings.kl_tokens!r} is not one of {', '.join(KL_TOKENS)}")
     if not 0 <= settings.one_round_share <= 1:
         raise UserError(f"config key 'sft.one_round_share' ({settings.one_round_share}) must be between 0 and 1")
+    if settings.remat not in REMAT_POLICIES:
+        raise UserError(f"config key 'sft.remat': {settings.remat!r} is not one of {', '.join(REMAT_POLICIES)}")
     if settings.retry_weight < 1:
         raise UserError(f"config key 'sft.retry_weight' ({settings.retry_weight}) must be at least 1")
     split = settings.micro_batches * data_parallelism(mesh_of(config))
