@@ -12,9 +12,9 @@ import dataclasses
 import uuid
 from typing import Any
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from sv_jax.errors import UserError
 from sv_jax.io import read_jsonl

@@ -44,13 +44,13 @@ def _windowed_pieces(tokenizer: Any, token_ids: list[int], whole: str) -> list[s
     window that ends inside a character (REPLACEMENT at its end) waits for the next token.
     Whatever the windows miss of `whole` at the end goes to the last token."""
     decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
-    pieces, context, done = [], 0, 0
+    pieces, context, done, before = [], 0, 0, ""
     for i in range(len(token_ids)):
-        before = decode(token_ids[context:done])
         after = decode(token_ids[context:i + 1])
         if len(after) > len(before) and after.startswith(before) and not after.endswith(REPLACEMENT):
             pieces.append(after[len(before):])
             context, done = done, i + 1
+            before = decode(token_ids[context:done])  # the next windows' context, decoded once
         else:
             pieces.append("")
     written = "".join(pieces)

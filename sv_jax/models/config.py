@@ -60,9 +60,9 @@ class ModelConfig:
     # of one row are 2.3 GiB, and the loss and its gradient need several such arrays). 0: whole rows.
     logits_chunk: int = 1024
     # Vocabulary entries whose logits a training or scoring pass holds at once (per time chunk):
-    # larger vocabularies stream through tiles of the largest divisor of the vocabulary up to this,
-    # so that neither the whole `[hidden, vocab]` output kernel nor its gradient is ever gathered
-    # on one device under FSDP. 0: the whole vocabulary at once.
+    # larger vocabularies stream through equal tiles of at most this many (the last one padded), so
+    # that neither the whole `[hidden, vocab]` output kernel nor its gradient is ever gathered on
+    # one device under FSDP. 0: the whole vocabulary at once.
     vocab_chunk: int = 16384
     # The device mesh activations, logits and caches are laid out on inside jitted programs (by
     # `partitioning.RULES`); None: wherever the inputs are. A run's layout, not the architecture.

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from etils import epath
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load as load_safetensors
@@ -260,8 +260,6 @@ def _write_weights(folder: os.PathLike | None, config: ModelConfig, params: Para
         total = sum(_get(params, m.path).nbytes for m in mappings)
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         epath.Path(folder, INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-
-
 
 
 def _replace_folder(new: epath.Path, target: epath.Path) -> None:

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import json
 
-from etils import epath
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from sv_jax.distributed import on_process_zero, to_global
 from sv_jax.errors import require_steps
 from sv_jax.io import written_locally
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, param_shardings, save_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.tasks.tokenizer import train_tokenizer
-from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of
 from sv_jax.training.lm import LMStep, jit_lm_step, placed_train_state
 from sv_jax.training.loop import train
 from sv_jax.training.optimizer import clipped_adamw, linear_cooldown, make_optimizer
@@ -71,6 +71,7 @@ def run(config: ml_collections.ConfigDict) -> None:
             return False
         sampler.params = state.params
         figures = measure_initial_policy(sampler, tokenizer, "validation", settings.validation_questions, config.seed)
+
         def write() -> None:
             with validations.open("a") as out:
                 out.write(json.dumps({"step": step_index, **figures}) + "\n")

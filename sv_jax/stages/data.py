@@ -13,9 +13,9 @@ import json
 from collections import Counter
 from typing import Protocol, Sequence
 
-from etils import epath
 import ml_collections
 import numpy as np
+from etils import epath
 
 from sv_jax.construction import Attempt, build_trajectory, candidates, choose_style, difficulty, with_false_rejection
 from sv_jax.datasets import prepare_tfds

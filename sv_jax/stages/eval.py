@@ -12,8 +12,8 @@ import copy
 import importlib
 import json
 
-from etils import epath
 import ml_collections
+from etils import epath
 
 from sv_jax.distributed import on_process_zero
 from sv_jax.errors import UserError

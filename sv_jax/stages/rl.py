@@ -19,11 +19,11 @@ import json
 import math
 import time
 
-from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
@@ -391,6 +391,7 @@ def report(config: ml_collections.ConfigDict) -> dict[str, dict]:
     lines += ["| " + label + " | " + " | ".join(evaluate.show(figures[f]) for f in TABLE_FIGURES) + " |"
               for label, figures in rows.items()]
     directory = epath.Path(config.workdir) / "eval"
+
     def write() -> None:
         (directory / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
         (directory / "table.md").write_text("\n".join(lines) + "\n")

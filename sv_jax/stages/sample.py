@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
-from etils import epath
 import ml_collections
 from absl import logging
+from etils import epath
 
 from sv_jax.distributed import on_process_zero
 from sv_jax.errors import UserError

@@ -10,10 +10,9 @@ trajectories.
 
 from __future__ import annotations
 
-
-from etils import epath
 import ml_collections
 import numpy as np
+from etils import epath
 
 from sv_jax.datasets import read_tfds
 from sv_jax.distributed import to_global

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from etils import epath
+
 from sv_jax.errors import UserError
 from sv_jax.io import numbered_jsonl
 

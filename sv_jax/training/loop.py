@@ -7,9 +7,9 @@ import json
 import time
 from typing import Any, Callable
 
-from etils import epath
 import jax
 import numpy as np
+from etils import epath
 from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
