@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from sv_jax.distributed import to_global, to_host
 from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache, param_shardings
-from sv_jax.models.decoder import KEY_VALUE
+from sv_jax.models.decoder import CACHE
 from sv_jax.models.partitioning import constrain
 from sv_jax.sharding import data_parallelism, replicated, rows_sharding
 
@@ -132,20 +132,25 @@ class _Rows:
 
     ids: the row's place in the output; its random draws are keyed by it, so that a row's sample does
     not depend on which other rows share its batch.
+    keys / values: the layers' stacked cache `[layers, rows, kv_heads, slots, head_dim]` (`ROW_AXIS`).
     """
 
     ids: jax.Array
     tokens: jax.Array
     logprobs: jax.Array
     lengths: jax.Array
-    keys: tuple[jax.Array, ...]
-    values: tuple[jax.Array, ...]
+    keys: jax.Array
+    values: jax.Array
     cache_segments: jax.Array
     token: jax.Array
     logprob: jax.Array
     positions: jax.Array
     recent: jax.Array
     ended: jax.Array
+
+
+# Where each field of `_Rows` holds its rows: axis 1 of the layer-stacked cache, axis 0 elsewhere.
+ROW_AXIS = _Rows(**{f.name: 0 for f in dataclasses.fields(_Rows)}).replace(keys=1, values=1)
 
 
 def generate(
@@ -172,8 +177,8 @@ def generate(
     cache = init_cache(config, prompts, prompt_len + phase_ends[0])
     logits, cache = forward(config, params, prompt_tokens, positions, prompt_mask.astype(jnp.int32), cache, True)
 
-    def per_sample(x: jax.Array) -> jax.Array:
-        return jnp.repeat(x, num_samples, axis=0)
+    def per_sample(x: jax.Array, axis: int = 0) -> jax.Array:
+        return jnp.repeat(x, num_samples, axis=axis)
 
     rows = prompts * num_samples
     rng, first_rng = jax.random.split(rng)
@@ -184,8 +189,8 @@ def generate(
         tokens=jnp.zeros((rows, spec.max_new_tokens), jnp.int32),
         logprobs=jnp.zeros((rows, spec.max_new_tokens), jnp.float32),
         lengths=jnp.zeros((rows,), jnp.int32),
-        keys=tuple(map(per_sample, cache.keys)),
-        values=tuple(map(per_sample, cache.values)),
+        keys=per_sample(cache.keys, axis=1),
+        values=per_sample(cache.values, axis=1),
         cache_segments=per_sample(cache.segment_ids),
         token=token,
         logprob=logprob,
@@ -230,9 +235,8 @@ def _laid_out(config: ModelConfig, state: _Rows) -> _Rows:
     if config.mesh is None:
         return state
     by_rows = lambda x: constrain(x, ("activation_rows",) + (None,) * (x.ndim - 1), config.mesh)  # noqa: E731
-    by_heads = lambda x: constrain(x, KEY_VALUE, config.mesh)  # noqa: E731
-    return jax.tree.map(by_rows, state.replace(keys=(), values=())).replace(
-        keys=tuple(map(by_heads, state.keys)), values=tuple(map(by_heads, state.values)))
+    return jax.tree.map(by_rows, state.replace(keys=None, values=None)).replace(
+        keys=constrain(state.keys, CACHE, config.mesh), values=constrain(state.values, CACHE, config.mesh))
 
 
 def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int,
@@ -249,9 +253,10 @@ def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int,
             step, full = carry
             if size == rows:
                 return decode((step, full), phase_end)
-            picked = going_first[:size]
-            step, part = decode((step, _laid_out(config, jax.tree.map(lambda x: x[picked], full))), phase_end)
-            return step, jax.tree.map(lambda x, y: x.at[picked].set(y), full, part)
+            at_picked = lambda axis: (slice(None),) * axis + (going_first[:size],)  # noqa: E731
+            part = jax.tree.map(lambda axis, x: x[at_picked(axis)], ROW_AXIS, full)
+            step, part = decode((step, _laid_out(config, part)), phase_end)
+            return step, jax.tree.map(lambda axis, x, y: x.at[at_picked(axis)].set(y), ROW_AXIS, full, part)
 
         return branch
 
@@ -275,8 +280,8 @@ def _grown(state: _Rows, slots: int) -> _Rows:
     extra = slots - state.cache_segments.shape[1]
     if extra == 0:
         return state
-    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, extra), (0, 0)))  # noqa: E731
-    return state.replace(keys=tuple(map(pad, state.keys)), values=tuple(map(pad, state.values)),
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra), (0, 0)))  # noqa: E731
+    return state.replace(keys=pad(state.keys), values=pad(state.values),
                          cache_segments=jnp.pad(state.cache_segments, ((0, 0), (0, extra))))
 
 

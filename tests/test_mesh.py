@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from sv_jax.models import ModelConfig, forward, init_cache, init_params, param_shardings
+from sv_jax.models import ModelConfig, forward, init_cache, init_params, load_hf, param_shardings
+from sv_jax.models.decoder import Block, RMSNorm, _attention_mask, output_logits
 from sv_jax.sampling import Sampler, SamplingSpec
 from sv_jax.sharding import batch_sharding, make_mesh, replicated, rows_sharding
 from sv_jax.training.lm import LMStep, init_train_state, jit_lm_step, placed_train_state
@@ -31,17 +32,18 @@ def params_of(config: ModelConfig, scale: float = 1.0):
 
 def expected_shards(shape):
     """Per-device shard shapes, by hand from the rules: rows over data x fsdp, embed over fsdp,
-    heads / KV heads / MLP width / vocabulary over model."""
+    heads / KV heads / MLP width / vocabulary over model; the stacked layers' axis (first) whole."""
     data, fsdp, model = shape
     split = data * fsdp
+    layers = CONFIG.num_layers
     return {
-        "q": (32 // fsdp, 8 // model, 8),
-        "k": (32 // fsdp, 4 // model, 8),
-        "down": (64 // model, 32 // fsdp),
+        "q": (layers, 32 // fsdp, 8 // model, 8),
+        "k": (layers, 32 // fsdp, 4 // model, 8),
+        "down": (layers, 64 // model, 32 // fsdp),
         "embed": (128 // model, 32 // fsdp),
         "batch": (2, ROWS // 2 // split, TIME),
         "rows": (ROWS // split, TIME),
-        "cache": (ROWS // split, 4 // model, 32, 8),
+        "cache": (layers, ROWS // split, 4 // model, 32, 8),
     }
 
 
@@ -98,14 +100,14 @@ def test_sft_step_on_a_mesh_equals_one_device_and_shards_as_the_rules_say(shape)
     assert float(got["kl"]) == pytest.approx(float(want["kl"]), rel=1e-4, abs=1e-7)
     assert_trees_close(state.params, want_state.params, atol=1e-5)
     shards = expected_shards(shape)
-    attention = state.params["layers_0"]["attention"]
+    attention = state.params["layers"]["attention"]
     assert shard(attention["q"]["kernel"]) == shards["q"] and shard(attention["k"]["kernel"]) == shards["k"]
-    assert shard(state.params["layers_1"]["mlp"]["down"]["kernel"]) == shards["down"]
+    assert shard(state.params["layers"]["mlp"]["down"]["kernel"]) == shards["down"]
     assert shard(state.params["embed"]["embedding"]) == shards["embed"]
     adam = state.opt_state[1][0]  # chain(clip, adamw): adamw's scale_by_adam state
-    assert shard(adam.mu["layers_0"]["attention"]["q"]["kernel"]) == shards["q"]
+    assert shard(adam.mu["layers"]["attention"]["q"]["kernel"]) == shards["q"]
     assert shard(adam.nu["embed"]["embedding"]) == shards["embed"]
-    assert shard(reference["layers_0"]["attention"]["k"]["kernel"]) == shards["k"]
+    assert shard(reference["layers"]["attention"]["k"]["kernel"]) == shards["k"]
     assert shard(on_mesh["inputs"]) == shards["batch"]
 
 
@@ -136,9 +138,51 @@ def test_ppo_update_and_scoring_pass_on_a_mesh_equal_one_device(shape):
     for name in ("loss", "kl", "value_loss"):
         assert float(got[name]) == pytest.approx(float(want[name]), rel=1e-5)
     assert_trees_close(state.params, want_state.params, atol=1e-5)
-    assert shard(state.params["policy"]["layers_0"]["attention"]["q"]["kernel"]) == expected_shards(shape)["q"]
+    assert shard(state.params["policy"]["layers"]["attention"]["q"]["kernel"]) == expected_shards(shape)["q"]
     assert shard(state.opt_state[1][0].mu["policy"]["embed"]["embedding"]) == expected_shards(shape)["embed"]
     assert shard(on_mesh["advantages"]) == expected_shards(shape)["rows"]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_scanned_layers_equal_the_layer_applied_one_by_one(cached):
+    """The decoder's scan over the stacked layers, against its body applied in a Python loop to each
+    layer's slice of the stacked parameters (on a mesh; with a cache, a prefill and one decode step)."""
+    mesh = make_mesh((1, 2, 4), AXES)
+    config = CONFIG.replace(mesh=mesh)
+    layout = param_shardings(config, mesh)
+    params = jax.device_put(params_of(CONFIG, scale=4), layout)
+    rng = np.random.default_rng(3)
+    prompt = rng.integers(1, CONFIG.vocab_size, (ROWS, 8)).astype(np.int32)
+    step = np.ones((ROWS, 1), np.int32)
+
+    def by_hand(params, tokens, positions, cache):
+        segment_ids = jnp.ones_like(tokens)
+        mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
+        x = params["embed"]["embedding"][tokens]
+        stacked = None if cache is None else (cache.keys, cache.values)
+        for i in range(config.num_layers):
+            layer = jax.tree.map(lambda stacked, i=i: stacked[i], params["layers"])
+            (x, stacked), _ = Block(config).apply({"params": layer}, (x, stacked), i, positions, mask, cache_index)
+        logits = output_logits(config, params, RMSNorm(config).apply({"params": params["final_norm"]}, x))
+        if cache is not None:
+            cache = cache.replace(keys=stacked[0], values=stacked[1], segment_ids=key_segments,
+                                  index=cache_index + tokens.shape[1])
+        return logits, cache
+
+    def run(apply):
+        def both_calls(params):
+            cache = init_cache(config, ROWS, 16) if cached else None
+            positions = jnp.broadcast_to(jnp.arange(8), prompt.shape)
+            prefill_logits, cache = apply(params, prompt, positions, cache)
+            if not cached:
+                return prefill_logits, prefill_logits, cache
+            decode_logits, cache = apply(params, step, jnp.full_like(step, 8), cache)
+            return prefill_logits, decode_logits, cache
+
+        return jax.jit(both_calls)(params)
+
+    scanned = run(lambda params, tokens, positions, cache: forward(config, params, tokens, positions, cache=cache))
+    assert_trees_close(scanned, run(by_hand), atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", MESHES)
@@ -153,7 +197,7 @@ def test_kv_cache_splits_by_rows_and_kv_heads(shape):
         return forward(config, params, tokens, cache=init_cache(config, ROWS, 32), last_only=True)
 
     logits, cache = prefill(params, tokens)
-    assert shard(cache.keys[0]) == shard(cache.values[1]) == expected_shards(shape)["cache"]
+    assert shard(cache.keys) == shard(cache.values) == expected_shards(shape)["cache"]
     assert shard(cache.segment_ids) == (ROWS // (shape[0] * shape[1]), 32)
     assert shard(logits) == (ROWS // (shape[0] * shape[1]), 1, 128 // shape[2])
 
@@ -176,3 +220,16 @@ def test_greedy_sampling_on_a_mesh_equals_one_device(shape):
     assert shard(output.tokens) == (16 // (shape[0] * shape[1]), 80)
     lengths = [len(s.token_ids) for row in want for s in row]
     assert min(lengths) < 64 < max(lengths)  # rows end early and late: the compacted phases ran too
+
+
+def test_hf_import_writes_each_layer_into_the_stacked_shards(qwen2_folder):
+    """Loading onto a mesh fills the stacked parameters layer by layer where the rules put them, with
+    the values a single-device load reads."""
+    mesh = make_mesh((1, 2, 4), AXES)
+    on_mesh = load_hf(qwen2_folder, mesh=mesh, with_tokenizer=False)
+    single = load_hf(qwen2_folder, with_tokenizer=False)
+    layout = param_shardings(on_mesh.config, mesh)
+    assert on_mesh.params["layers"]["attention"]["q"]["kernel"].shape[0] == on_mesh.config.num_layers
+    for array, sharding in zip(jax.tree.leaves(on_mesh.params), jax.tree.leaves(layout)):
+        assert array.sharding.is_equivalent_to(sharding, array.ndim)
+    jax.tree.map(np.testing.assert_array_equal, on_mesh.params, single.params)

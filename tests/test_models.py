@@ -229,7 +229,10 @@ def test_tensor_mappings_cover_every_parameter():
                          num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, attention_bias=True)
     leaves = jax.tree_util.tree_leaves_with_path(init_params(config, jax.random.key(0)))
     paths = {tuple(k.key for k in path) for path, _ in leaves}
-    assert paths == {m.path for m in tensor_mappings(config)}
+    expected = {(path, i) for path in paths if path[0] == "layers" for i in range(config.num_layers)}
+    expected |= {(path, None) for path in paths if path[0] != "layers"}
+    mapped = [(m.path, m.layer) for m in tensor_mappings(config)]
+    assert len(mapped) == len(set(mapped)) and set(mapped) == expected
 
 
 def test_a_bucket_folder_round_trips_through_local_staging(qwen2_folder, tmp_path, monkeypatch):

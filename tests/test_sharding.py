@@ -27,10 +27,10 @@ def test_mesh_fills_minus_one_and_names_a_bad_shape():
 
 def test_parameters_shard_by_their_logical_axes():
     shardings = param_shardings(CONFIG, make_mesh((2, 4), ("fsdp", "model")))
-    attention = shardings["layers_0"]["attention"]
-    assert attention["q"]["kernel"].spec == PartitionSpec("fsdp", "model", None)
-    assert attention["k"]["kernel"].spec == PartitionSpec("fsdp", None, None)  # 2 kv heads: 4 does not divide
-    assert shardings["layers_0"]["mlp"]["down"]["kernel"].spec == PartitionSpec("model", "fsdp")
+    attention = shardings["layers"]["attention"]  # the stacked layers' axis first, whole
+    assert attention["q"]["kernel"].spec == PartitionSpec(None, "fsdp", "model", None)
+    assert attention["k"]["kernel"].spec == PartitionSpec(None, "fsdp", None, None)  # 2 kv heads: 4 does not divide
+    assert shardings["layers"]["mlp"]["down"]["kernel"].spec == PartitionSpec(None, "model", "fsdp")
     assert shardings["embed"]["embedding"].spec == PartitionSpec("model", "fsdp")
 
 
@@ -50,5 +50,5 @@ def test_sharded_step_equals_the_single_device_step(shape, axes):
     for got, want in zip(jax.tree.leaves(sharded.params), jax.tree.leaves(expected.params)):
         # Adam's first update is about lr * sign(gradient): reduction-order noise in a tiny gradient moves it
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5)
-    q_kernel = sharded.params["layers_0"]["attention"]["q"]["kernel"]
-    assert q_kernel.sharding.is_equivalent_to(param_shardings(CONFIG, mesh)["layers_0"]["attention"]["q"]["kernel"], 3)
+    q_kernel = sharded.params["layers"]["attention"]["q"]["kernel"]
+    assert q_kernel.sharding.is_equivalent_to(param_shardings(CONFIG, mesh)["layers"]["attention"]["q"]["kernel"], 4)

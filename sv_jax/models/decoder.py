@@ -1,8 +1,10 @@
 """A pure-functional Llama / Qwen2 decoder in Flax linen, with an explicit KV cache.
 
 Parameters are a plain pytree (`init_params`); every one is declared with logical axis names
-(`logical_axes`), which `sv_jax.sharding` rules map onto a device mesh. The cache is a value passed
-in and returned, never hidden module state, so prefill and decode are ordinary jittable calls.
+(`logical_axes`), which `sv_jax.sharding` rules map onto a device mesh. The layers run under `nn.scan`
+over one stacked subtree, `params["layers"]`, whose leaves have a leading `[num_layers]` axis: the
+compiled program holds one layer, whatever the depth. The cache is a value passed in and returned,
+never hidden module state, so prefill and decode are ordinary jittable calls.
 
 Sequence layout. `segment_ids [batch, time]` marks real tokens (> 0) and padding (0); tokens attend
 only to earlier tokens of the same segment, so padded and packed batches both work. `positions`
@@ -33,20 +35,23 @@ KEY_VALUE = ("activation_rows", "activation_kv_heads", None, None)  # [batch, kv
 MLP_HIDDEN = ("activation_rows", "activation_mlp")  # [batch * time, mlp]
 LOGITS = ("activation_rows", None, "activation_vocab")  # [batch, time, vocab]
 CACHE_ROWS = ("activation_rows", None)  # [batch, slots]
+# The stacked layers' axis, first in every `params["layers"]` leaf and in the cache; no rule shards it.
+LAYERS = "layers"
+CACHE = (LAYERS,) + KEY_VALUE  # [layers, batch, kv_heads, slots, head_dim]
 
 
 @flax.struct.dataclass
 class KVCache:
     """Keys and values of every layer for `max_len` slots; slots `< index` are filled.
 
-    keys / values: one `[batch, kv_heads, max_len, head_dim]` array per layer (head-major, so that a
-      decode step reads each head's keys contiguously).
+    keys / values: `[layers, batch, kv_heads, max_len, head_dim]` (head-major, so that a decode step
+      reads each head's keys contiguously).
     segment_ids: `[batch, max_len]`, 0 where a slot holds padding or nothing yet.
     index: scalar int32, the slot the next token is written to (the same for every row).
     """
 
-    keys: tuple[jax.Array, ...]
-    values: tuple[jax.Array, ...]
+    keys: jax.Array
+    values: jax.Array
     segment_ids: jax.Array
     index: jax.Array
 
@@ -54,11 +59,11 @@ class KVCache:
 def init_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
     """An empty cache; allocate it once per (batch, length) bucket. On `config.mesh` (inside jit) its
     rows split over the data-parallel axes and its KV heads over `model`."""
-    shape = (batch, config.num_kv_heads, max_len, config.head_dim)
-    empty = lambda: constrain(jnp.zeros(shape, config.dtype), KEY_VALUE, config.mesh)  # noqa: E731
+    shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
+    empty = lambda: constrain(jnp.zeros(shape, config.dtype), CACHE, config.mesh)  # noqa: E731
     return KVCache(
-        keys=tuple(empty() for _ in range(config.num_layers)),
-        values=tuple(empty() for _ in range(config.num_layers)),
+        keys=empty(),
+        values=empty(),
         segment_ids=constrain(jnp.zeros((batch, max_len), jnp.int32), CACHE_ROWS, config.mesh),
         index=jnp.zeros((), jnp.int32),
     )
@@ -125,7 +130,8 @@ def _attend(query: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Arra
 
 
 class Attention(nn.Module):
-    """Grouped-query attention with rotary positions; writes into and reads from a layer's cache."""
+    """Grouped-query attention with rotary positions; writes into and reads from its layer's slice of
+    the stacked cache."""
 
     config: ModelConfig
 
@@ -142,7 +148,7 @@ class Attention(nn.Module):
         )
 
     @nn.compact
-    def __call__(self, x, positions, mask, layer_cache, cache_index):
+    def __call__(self, x, positions, mask, cache, layer, cache_index):
         c = self.config
         inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
         query = apply_rotary(self._projection(c.num_heads, "heads", "q")(x), positions, inv_freq)
@@ -150,14 +156,16 @@ class Attention(nn.Module):
         key = apply_rotary(self._projection(c.num_kv_heads, "kv_heads", "k")(x), positions, inv_freq)
         value = self._projection(c.num_kv_heads, "kv_heads", "v")(x)
         key, value = (constrain(a.transpose(0, 2, 1, 3), KEY_VALUE, c.mesh) for a in (key, value))
-        causal = layer_cache is None
+        causal = cache is None
         if not causal:
-            cached_keys, cached_values = layer_cache
-            start = (0, 0, cache_index, 0)
-            key = jax.lax.dynamic_update_slice(cached_keys, key.astype(cached_keys.dtype), start)
-            value = jax.lax.dynamic_update_slice(cached_values, value.astype(cached_values.dtype), start)
-            key, value = constrain(key, KEY_VALUE, c.mesh), constrain(value, KEY_VALUE, c.mesh)
-            layer_cache = (key, value)
+            # Only this call's tokens are written, into the whole stacked cache that the layer scan
+            # carries: XLA then updates it in place (a cache passed through the scan as its xs / ys
+            # would be copied whole every decode step). The layer's slots are read back from it.
+            start = (layer, 0, 0, cache_index, 0)
+            cache = tuple(constrain(jax.lax.dynamic_update_slice(stacked, new[None].astype(stacked.dtype), start),
+                                    CACHE, c.mesh) for stacked, new in zip(cache, (key, value)))
+            key, value = (constrain(jax.lax.dynamic_index_in_dim(stacked, layer, keepdims=False), KEY_VALUE, c.mesh)
+                          for stacked in cache)
         attended = constrain(attention(query, key, value, mask, causal), QUERY, c.mesh)
         out = nn.DenseGeneral(
             c.hidden_size,
@@ -168,7 +176,7 @@ class Attention(nn.Module):
             kernel_init=_init(("heads", "head_dim", "embed")),
             name="o",
         )(attended)
-        return out, layer_cache
+        return out, cache
 
 
 class MLP(nn.Module):
@@ -200,16 +208,20 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """One decoder layer, the body of the layer scan: carry `(hidden, cache)` → the same, where cache
+    is the stacked `(keys, values)` or None; `layer` is this layer's index in it."""
+
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, mask, layer_cache, cache_index):
-        attended, layer_cache = Attention(self.config, name="attention")(
-            RMSNorm(self.config, name="attention_norm")(x), positions, mask, layer_cache, cache_index
+    def __call__(self, carry, layer, positions, mask, cache_index):
+        x, cache = carry
+        attended, cache = Attention(self.config, name="attention")(
+            RMSNorm(self.config, name="attention_norm")(x), positions, mask, cache, layer, cache_index
         )
         x = constrain(x + attended, HIDDEN, self.config.mesh)
         x = x + MLP(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
-        return constrain(x, HIDDEN, self.config.mesh), layer_cache
+        return (constrain(x, HIDDEN, self.config.mesh), cache), None
 
 
 class Decoder(nn.Module):
@@ -243,14 +255,17 @@ class Decoder(nn.Module):
         )
         x = constrain(embed(tokens), HIDDEN, c.mesh)
         mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
-        new_keys, new_values = [], []
-        block = Block if c.remat == "none" else nn.remat(Block, policy=_REMAT_POLICY[c.remat])
-        for i in range(c.num_layers):
-            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            x, layer_cache = block(c, name=f"layers_{i}")(x, positions, mask, layer_cache, cache_index)
-            if cache is not None:
-                new_keys.append(layer_cache[0])
-                new_values.append(layer_cache[1])
+        block = Block if c.remat == "none" else nn.remat(Block, policy=_REMAT_POLICY[c.remat], prevent_cse=False)
+        layers = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+            length=c.num_layers,
+            metadata_params={nn.PARTITION_NAME: LAYERS},
+        )(c, name="layers")
+        stacked = None if cache is None else (cache.keys, cache.values)
+        (x, stacked), _ = layers((x, stacked), jnp.arange(c.num_layers), positions, mask, cache_index)
         if last_only:  # a prefill needs the next-token logits only: skip `[batch, time, vocab]`
             x = x[:, -1:]
         x = RMSNorm(c, name="final_norm")(x)
@@ -269,15 +284,16 @@ class Decoder(nn.Module):
             )(x)
         if cache is not None:
             cache = KVCache(
-                keys=tuple(new_keys),
-                values=tuple(new_values),
+                keys=stacked[0],
+                values=stacked[1],
                 segment_ids=constrain(key_segments, CACHE_ROWS, c.mesh),
                 index=cache_index + tokens.shape[1],
             )
         return constrain(logits.astype(jnp.float32), LOGITS, c.mesh), cache
 
 
-# `nn.remat` policies by `ModelConfig.remat`
+# `nn.remat` policies by `ModelConfig.remat` (without CSE barriers: the scan already keeps XLA from
+# merging the recomputation into the forward pass)
 _REMAT_POLICY = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
@@ -307,10 +323,31 @@ def _example_inputs(batch: int = 1, time: int = 1):
     return tokens, tokens, jnp.ones_like(tokens)
 
 
+class _LayersOneByOne(nn.Module):
+    """The layers as the separate modules `layers_0`, `layers_1`, ... of the decoder before its layers
+    ran under a scan; only for `init_params`, which draws each layer with the same key as then."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, *inputs):
+        for i in range(self.config.num_layers):
+            Block(self.config, name=f"layers_{i}")(*inputs)
+
+
 def init_params(config: ModelConfig, rng: jax.Array) -> Params:
-    """Random parameters (normal, std 0.02; norms at 1), as a plain pytree without axis metadata."""
-    boxed = Decoder(config.replace(mesh=None)).init(rng, *_example_inputs())["params"]
-    return nn.meta.unbox(boxed)
+    """Random parameters (normal, std 0.02; norms at 1), as a plain pytree without axis metadata.
+
+    Each layer is drawn as it was before the layers were stacked (`_LayersOneByOne`): a seed gives the
+    same model as it did then, and `nn.scan`'s own draw of the layers is dropped."""
+    config = config.replace(mesh=None)
+    params = nn.meta.unbox(Decoder(config).init(rng, *_example_inputs())["params"])
+    x = jnp.zeros((1, 1, config.hidden_size), config.dtype)
+    positions, mask = jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1, 1), bool)
+    layers = nn.meta.unbox(_LayersOneByOne(config).init(rng, (x, None), 0, positions, mask, 0)["params"])
+    each = [layers[f"layers_{i}"] for i in range(config.num_layers)]
+    params["layers"] = jax.tree.map(lambda *layer: jnp.stack(layer), *each)
+    return params
 
 
 def param_shapes(config: ModelConfig) -> Params:

@@ -1,8 +1,9 @@
 """Hugging Face folders (`config.json`, `*.safetensors`, tokenizer files) in and out.
 
 Loading streams one tensor at a time from the shards onto the device, so the host never holds two
-copies of the model; saving writes one shard at a time into a temporary folder that replaces the
-target only once everything is written. Folders may be in a bucket (`gs://...`, through
+copies of the model: a layer's tensor is written into its slice of the stacked parameter, on the
+device, in place. Saving writes one shard at a time into a temporary folder that replaces the target
+only once everything is written. Folders may be in a bucket (`gs://...`, through
 `etils.epath`): a bucket's shards are read whole into memory, and files are staged in a local
 folder on the way in or out (`sv_jax.io`).
 """
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
 from typing import Any, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
@@ -39,7 +42,8 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 @dataclasses.dataclass(frozen=True)
 class TensorMapping:
-    """One HF tensor and where it lives in our parameter tree.
+    """One HF tensor and where it lives in our parameter tree: at `path`, or for a layer's tensor at
+    index `layer` of the stacked parameter at `path`.
 
     `layout` says how the two differ: `same` (identical), `flat` (HF flattens our trailing axes,
     as for q/k/v biases), or `linear` (HF stores `[out, in]`; we store `in` axes then `out` axes, and
@@ -50,6 +54,7 @@ class TensorMapping:
     path: tuple[str, ...]
     layout: str = "same"
     input_axes: int = 1
+    layer: int | None = None
 
     def hf_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if self.layout == "flat":
@@ -61,6 +66,15 @@ class TensorMapping:
     def to_ours(self, tensor: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         return (tensor.T if self.layout == "linear" else tensor).reshape(shape)
 
+    def ours(self, params: Params) -> jax.Array:
+        """Our array of this tensor: a layer's slice of a stacked parameter."""
+        array = _get(params, self.path)
+        return array if self.layer is None else array[self.layer]
+
+    def nbytes(self, params: Params) -> int:
+        array = _get(params, self.path)
+        return array.nbytes if self.layer is None else array.nbytes // array.shape[0]
+
     def to_hf(self, array: np.ndarray) -> np.ndarray:
         if self.layout == "linear":
             return np.ascontiguousarray(array.reshape(math.prod(array.shape[: self.input_axes]), -1).T)
@@ -70,19 +84,21 @@ class TensorMapping:
 def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
     """Every tensor of an HF Llama / Qwen2 checkpoint with this architecture."""
     mappings = [TensorMapping("model.embed_tokens.weight", ("embed", "embedding"))]
+    attention, mlp = ("layers", "attention"), ("layers", "mlp")  # stacked: each layer's tensor at its index
     for i in range(config.num_layers):
-        hf, ours = f"model.layers.{i}", f"layers_{i}"
+        hf = f"model.layers.{i}"
+        layer = functools.partial(TensorMapping, layer=i)
         for name in ("q", "k", "v"):
-            mappings.append(TensorMapping(f"{hf}.self_attn.{name}_proj.weight", (ours, "attention", name, "kernel"), "linear"))
+            mappings.append(layer(f"{hf}.self_attn.{name}_proj.weight", (*attention, name, "kernel"), "linear"))
             if config.attention_bias:
-                mappings.append(TensorMapping(f"{hf}.self_attn.{name}_proj.bias", (ours, "attention", name, "bias"), "flat"))
-        mappings.append(TensorMapping(f"{hf}.self_attn.o_proj.weight", (ours, "attention", "o", "kernel"), "linear", 2))
+                mappings.append(layer(f"{hf}.self_attn.{name}_proj.bias", (*attention, name, "bias"), "flat"))
+        mappings.append(layer(f"{hf}.self_attn.o_proj.weight", (*attention, "o", "kernel"), "linear", 2))
         for name in ("gate", "up", "down"):
-            mappings.append(TensorMapping(f"{hf}.mlp.{name}_proj.weight", (ours, "mlp", name, "kernel"), "linear"))
+            mappings.append(layer(f"{hf}.mlp.{name}_proj.weight", (*mlp, name, "kernel"), "linear"))
             if config.mlp_bias:
-                mappings.append(TensorMapping(f"{hf}.mlp.{name}_proj.bias", (ours, "mlp", name, "bias")))
-        mappings.append(TensorMapping(f"{hf}.input_layernorm.weight", (ours, "attention_norm", "scale")))
-        mappings.append(TensorMapping(f"{hf}.post_attention_layernorm.weight", (ours, "mlp_norm", "scale")))
+                mappings.append(layer(f"{hf}.mlp.{name}_proj.bias", (*mlp, name, "bias")))
+        mappings.append(layer(f"{hf}.input_layernorm.weight", ("layers", "attention_norm", "scale")))
+        mappings.append(layer(f"{hf}.post_attention_layernorm.weight", ("layers", "mlp_norm", "scale")))
     mappings.append(TensorMapping("model.norm.weight", ("final_norm", "scale")))
     if not config.tie_word_embeddings:
         mappings.append(TensorMapping("lm_head.weight", ("lm_head", "kernel"), "linear"))
@@ -131,6 +147,7 @@ def load_hf(
     shardings = param_shardings(config, mesh) if mesh is not None else None
     expected = {m.hf_name: m for m in tensor_mappings(config)}
     params: dict[str, Any] = {}
+    stacks: dict[tuple[str, ...], jax.Array] = {}  # the layers' parameters, filled in one layer at a time
     for file, tensors in _tensors_by_file(folder).items():
         for name, tensor in tensors:
             mapping = expected.pop(name, None)
@@ -139,19 +156,41 @@ def load_hf(
                     continue
                 raise UserError(f"{file}: unexpected tensor {name!r} for a {config.family} model of this config.json")
             target = _get(shapes, mapping.path)
-            if tuple(tensor.shape) != mapping.hf_shape(target.shape):
+            shape = target.shape if mapping.layer is None else target.shape[1:]
+            if tuple(tensor.shape) != mapping.hf_shape(shape):
                 raise UserError(
                     f"{file}: tensor {name!r} has shape {tuple(tensor.shape)}, "
-                    f"expected {mapping.hf_shape(target.shape)} from config.json"
+                    f"expected {mapping.hf_shape(shape)} from config.json"
                 )
-            array = mapping.to_ours(tensor, target.shape).astype(target.dtype)
-            _set(params, mapping.path, to_global(array, _get(shardings, mapping.path)) if shardings
-                 else jax.device_put(array))
+            array = mapping.to_ours(tensor, shape).astype(target.dtype)
+            sharding = _get(shardings, mapping.path) if shardings else None
+            if mapping.layer is None:
+                _set(params, mapping.path, _placed(array, sharding))
+                continue
+            if mapping.path not in stacks:
+                stacks[mapping.path] = jax.jit(functools.partial(jnp.zeros, target.shape, target.dtype),
+                                               out_shardings=sharding)()
+            layer_sharding = None if sharding is None else NamedSharding(mesh, PartitionSpec(*sharding.spec[1:]))
+            stacks[mapping.path] = _with_layer(stacks[mapping.path], _placed(array, layer_sharding),
+                                               np.int32(mapping.layer))
+    for where, stacked in stacks.items():
+        _set(params, where, stacked)
     if expected:
         missing = sorted(expected)
         raise UserError(f"{folder}: tensor {missing[0]!r} missing from the checkpoint ({len(missing)} missing in all)")
     tokenizer = load_tokenizer(folder) if with_tokenizer else None
     return LoadedModel(config, params, tokenizer, hf_config)
+
+
+def _placed(array: np.ndarray, sharding: NamedSharding | None) -> jax.Array:
+    """A host array on the default device, or laid out by `sharding` (each process its own shards)."""
+    return jax.device_put(array) if sharding is None else to_global(array, sharding)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _with_layer(stacked: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
+    """`stacked [layers, ...]` with `layer` at `index`, written in place (the stack is donated)."""
+    return jax.lax.dynamic_update_index_in_dim(stacked, layer, index, 0)
 
 
 def _tensors_by_file(folder: epath.Path) -> dict[epath.Path, Iterator[tuple[str, np.ndarray]]]:
@@ -241,7 +280,7 @@ def _write_weights(folder: os.PathLike | None, config: ModelConfig, params: Para
     shards: list[list[TensorMapping]] = [[]]
     shard_bytes = 0
     for mapping in mappings:
-        nbytes = _get(params, mapping.path).nbytes
+        nbytes = mapping.nbytes(params)
         if shards[-1] and shard_bytes + nbytes > max_shard_bytes:
             shards.append([])
             shard_bytes = 0
@@ -252,12 +291,12 @@ def _write_weights(folder: os.PathLike | None, config: ModelConfig, params: Para
     ]
     weight_map = {}
     for name, shard in zip(names, shards):
-        tensors = {m.hf_name: m.to_hf(np.asarray(to_host(_get(params, m.path)))) for m in shard}
+        tensors = {m.hf_name: m.to_hf(np.asarray(to_host(m.ours(params)))) for m in shard}
         if folder is not None:
             save_file(tensors, os.path.join(folder, name), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, name))
     if folder is not None and len(shards) > 1:
-        total = sum(_get(params, m.path).nbytes for m in mappings)
+        total = sum(m.nbytes(params) for m in mappings)
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         epath.Path(folder, INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
