@@ -53,6 +53,12 @@ def settings() -> ml_collections.ConfigDict:
     # PPO
     rl.epochs = 1
     rl.minibatches = 2
+    # Gradient accumulation: a minibatch's rows in this many slices, one update (memory, not results).
+    rl.micro_batches = 1
+    # Row counts a packed scoring or update program may take, evenly spaced up to one response a row:
+    # each compiles at most this many programs whatever the response lengths (a compile takes 30-90 s
+    # on a GPU); more pad less (at most 1/row_buckets of a step's responses), which a long run may prefer.
+    rl.row_buckets = 2
     rl.clip = 0.2
     rl.kl_coef = 0.05
     rl.kl_in = "loss"  # loss (a term of the objective) | reward (a per-token penalty)

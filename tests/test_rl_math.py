@@ -137,9 +137,9 @@ def test_packing_lays_responses_back_to_back_and_unpacks_exactly():
     from sv_jax.training.rollout import Packing, pack_rows
 
     rows = pack_rows([[11, 12], [21], [31, 32, 33]], [[13, 14], [22, 23, 24, 25], [34]], length=8)
-    packing = Packing.of(rows["segment_ids"], [0, 1, 2])  # 4, 5 and 4 slots in rows of 8
+    packing = Packing.of(rows["segment_ids"], [0, 1, 2], ladder=(1, 4))  # 4, 5 and 4 slots in rows of 8
     packed = packing.pack({name: value for name, value in rows.items() if name != "offsets"})
-    assert packed["inputs"].shape == (Packing.ROW_MULTIPLE, 8)
+    assert packed["inputs"].shape == (4, 8) and packing.filled == 2  # two rows filled, padded to the rung of 4
     # first-fit, longest first: response 1 alone (5 + 4 > 8), then 0 and 2 share a row
     np.testing.assert_array_equal(packed["inputs"][:2], [[21, 22, 23, 24, 25, 0, 0, 0], [11, 12, 13, 14, 31, 32, 33, 34]])
     np.testing.assert_array_equal(packed["positions"][:2], [[0, 1, 2, 3, 4, 0, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3]])
@@ -148,6 +148,28 @@ def test_packing_lays_responses_back_to_back_and_unpacks_exactly():
     assert not packed["segment_ids"][2:].any()
     for name in ("inputs", "targets", "response_mask"):
         np.testing.assert_array_equal(packing.unpack(packed[name]), rows[name] * (rows["segment_ids"] > 0))
+
+
+def test_a_row_ladder_holds_every_packing_in_a_few_row_counts_the_devices_divide():
+    from sv_jax.training.rollout import Packing, row_ladder
+
+    assert row_ladder(128, 1, 4) == (32, 64, 96, 128)
+    assert row_ladder(128, 8, 2) == (64, 128)
+    assert row_ladder(20, 8, 4) == (8, 16, 24)  # rounded up to the devices, duplicates merged
+    assert row_ladder(4, 8, 2) == (8,)
+    rng = np.random.default_rng(0)
+    for responses, multiple, rungs in ((32, 1, 2), (32, 8, 2), (128, 8, 4), (30, 6, 3)):
+        ladder = row_ladder(responses, multiple, rungs)
+        assert len(ladder) <= rungs and all(rows % multiple == 0 for rows in ladder)
+        filled, taken = set(), set()
+        for _ in range(40):  # responses of random lengths, so their packings fill many different row counts
+            lengths = rng.integers(1, 17, responses)
+            segment_ids = (np.arange(16) < lengths[:, None]).astype(np.int32)
+            packing = Packing.of(segment_ids, range(responses), ladder)
+            filled.add(packing.filled)
+            taken.add(len(packing.real))
+            assert packing.filled <= len(packing.real) < packing.filled + ladder[0] + multiple
+        assert len(filled) > len(ladder) >= len(taken)
 
 
 def test_outcome_credit_is_rloo_on_every_token_and_process_credit_is_per_position():

@@ -1,8 +1,10 @@
 """Stage rl on the tiny preset: the main job end to end (every stage, both reward levels, the
-table), an exact resume after the process is killed, branches of retries, and config errors as one line."""
+table), an exact resume after the process is killed, a fixed few compiled programs whatever the
+responses' lengths, branches of retries, and config errors as one line."""
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +61,23 @@ def test_killed_rl_resumes_to_the_parameters_and_metrics_of_an_uninterrupted_run
     assert [json.loads(line)["reward"] for line in logged[0]] == [json.loads(line)["reward"] for line in logged[1]]
 
 
+def test_fifty_steps_compile_at_most_four_scoring_and_update_programs(tmp_path, prepared):
+    config = copy.deepcopy(prepared)
+    config.workdir = str(tmp_path / "run")
+    shutil.copytree(prepared.workdir, config.workdir)
+    # 32 responses a step, cut short (8 tokens) so that their prompts' lengths decide how many share a row
+    config.rl.update(steps=50, compare=(), report=False, questions_per_step=8, samples_per_question=4,
+                     max_new_tokens=8)
+    rl.train_policy(config, config.rl.reward)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 50
+    # the packed rows vary from step to step (rounded up to a multiple of the data-parallel devices alone,
+    # they compiled 8 programs here), and land on the ladder's rungs
+    assert len({m["packed_rows"] for m in metrics}) > 2 * config.rl.row_buckets
+    assert len({m["scoring_rows"] for m in metrics}) <= config.rl.row_buckets
+    assert metrics[-1]["programs"] <= 4 and [m["programs"] for m in metrics] == sorted(m["programs"] for m in metrics)
+
+
 def test_a_branch_resamples_retries_from_where_a_first_check_rejected_its_attempt(prepared):
     config = copy.deepcopy(prepared)
     config.rl.branches = 3
@@ -89,6 +108,9 @@ def test_a_branch_resamples_retries_from_where_a_first_check_rejected_its_attemp
     ("--config.rl.reward=final", "rl.reward"),
     ("--config.rl.compare=('outcome','bogus')", "rl.compare"),
     ("--config.rl.minibatches=3", "rl.minibatches"),
+    ("--config.rl.micro_batches=3", "rl.micro_batches"),
+    ("--config.rl.micro_batches=-1", "rl.micro_batches"),
+    ("--config.rl.row_buckets=0", "rl.row_buckets"),
     ("--config.rl.process_credit=tokens", "rl.process_credit"),
     ("--config.rl.min_level=6", "rl.min_level"),
     ("--config.rl.branches=-1", "rl.branches"),

@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import functools
 import json
-import math
 import time
 
 import jax
@@ -47,7 +46,7 @@ from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import PPOStep, init_value_head, policy_outputs
 from sv_jax.training.rewards import RewardValues, Scored, action_end_tokens, outcome_tokens, score_response
 from sv_jax.training.rollout import (BASELINES, Packing, outcome_credit, pack_rows, place, process_credit,
-                                     response_rewards, retry_point, reward_to_go)
+                                     response_rewards, retry_point, reward_to_go, row_ladder)
 from sv_jax.trajectory import SOLVE, VERIFY, Cues, parse, verdict
 
 REWARDS = ("outcome", "process")
@@ -63,12 +62,18 @@ def output_name(config: ml_collections.ConfigDict, reward: str) -> str:
 
 
 def run(config: ml_collections.ConfigDict) -> None:
-    _check(config.rl)
-    sft.check(config)  # now, not when the report trains the correct-only baseline after both RL runs
+    check(config)
     for reward in (config.rl.reward, *config.rl.compare):
         evaluate.ensure_policy(config, f"rl_{reward}")  # trained unless already exported
     if config.rl.report:
         report(config)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Raises UserError for a bad `rl` setting, or a bad `sft` one: checked now, not when the report
+    trains the correct-only baseline after both RL runs."""
+    _check(config.rl)
+    sft.check(config)
 
 
 def _check(settings: ml_collections.ConfigDict) -> None:
@@ -89,6 +94,12 @@ def _check(settings: ml_collections.ConfigDict) -> None:
     if rows % settings.minibatches:
         raise UserError(f"config key 'rl.minibatches' ({settings.minibatches}) must divide the rollout's "
                         f"{rows} rows (rl.questions_per_step x rl.samples_per_question)")
+    if settings.micro_batches < 1 or rows // settings.minibatches % settings.micro_batches:
+        raise UserError(f"config key 'rl.micro_batches' ({settings.micro_batches}) must be 1 or more and divide a "
+                        f"minibatch's {rows // settings.minibatches} rows (rl.questions_per_step x "
+                        "rl.samples_per_question / rl.minibatches)")
+    if settings.row_buckets < 1:
+        raise UserError(f"config key 'rl.row_buckets' ({settings.row_buckets}) must be 1 or more")
     if settings.branches < 0:
         raise UserError(f"config key 'rl.branches' ({settings.branches}) must be 0 (none) or more")
     if settings.branches and (settings.advantage, settings.baseline) != ("baseline", "leave_one_out"):
@@ -227,8 +238,8 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
                           settings.rewards.verify_bonus, settings.rewards.retry_bonus)
     optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps * settings.epochs * settings.minibatches,
                                          settings.warmup_steps, 0.0, settings.clip_norm)
-    reference = {"policy": policy.params}
-    params, param_layout = dict(reference), {"policy": param_shardings(policy.config, mesh)}
+    reference = policy.params
+    params, param_layout = {"policy": reference}, {"policy": param_shardings(policy.config, mesh)}
     if settings.advantage == "gae":
         params["value"] = init_value_head(policy.config)
         param_layout["value"] = replicated(mesh)
@@ -236,16 +247,22 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
     rows = rows_sharding(mesh)
     update = jax.jit(PPOStep(policy.config.replace(remat=settings.remat), optimizer, settings.temperature, settings.clip,
                              settings.kl_coef if settings.kl_in == "loss" else 0.0, settings.entropy_coef,
-                             settings.value_coef), donate_argnums=0, in_shardings=(layout, rows),
-                     out_shardings=(layout, replicated(mesh)))
-    score_policy, score_reference = (
-        jax.jit(functools.partial(policy_outputs, policy.config, temperature=settings.temperature),
-                in_shardings=(params_layout, rows), out_shardings=rows)
-        for params_layout in (layout.params, {"policy": layout.params["policy"]}))
-    row_multiple = math.lcm(Packing.ROW_MULTIPLE, data_parallelism(mesh))
+                             settings.value_coef, settings.micro_batches), donate_argnums=0,
+                     in_shardings=(layout, rows), out_shardings=(layout, replicated(mesh)))
+    # one program scores the policy and the reference (given the policy's value head, its estimates unused)
+    score = jax.jit(functools.partial(policy_outputs, policy.config, temperature=settings.temperature),
+                    in_shardings=(layout.params, rows), out_shardings=rows)
+    # every packed row count is a rung of a fixed ladder, so that the run compiles a few programs; the
+    # top rungs hold a step's most responses (its questions' and its branches') one a row
+    most = (settings.questions_per_step + settings.branches) * settings.samples_per_question
+    dp = data_parallelism(mesh)
+    scoring_ladder = row_ladder(most, dp, settings.row_buckets)
+    update_ladder = row_ladder(-(-most // settings.minibatches), dp * settings.micro_batches, settings.row_buckets)
     running = KeyedMeanBaseline(settings.baseline_momentum) if settings.baseline != "leave_one_out" else None
     print(f"rl {name}: {reward} reward, {len(rollouts.questions)} questions, "
-          f"{settings.questions_per_step} x {settings.samples_per_question} responses a step, rows of {rollouts.row_length}")
+          f"{settings.questions_per_step} x {settings.samples_per_question} responses a step, rows of "
+          f"{rollouts.row_length}, packed in {'/'.join(map(str, scoring_ladder))} rows to score and "
+          f"{'/'.join(map(str, update_ladder))} to update")
 
     with Checkpointer(directory / "checkpoints", every=settings.checkpoint_every) as checkpointer:
         start = checkpointer.latest_step() or 0
@@ -259,19 +276,21 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
             began = time.perf_counter()
             rollout = rollouts(state.params["policy"], step, values)
             batch = pack_rows(rollout.prompts, rollout.sampled, rollouts.row_length)
-            scoring = Packing.of(batch["segment_ids"], range(len(rollout.sampled)), row_multiple)
+            scoring = Packing.of(batch["segment_ids"], range(len(rollout.sampled)), scoring_ladder)
             packed = to_global(scoring.pack(_rows(batch)), rows)
-            policy_logprobs, _, value_estimates = score_policy(state.params, packed)
-            reference_logprobs, _, _ = score_reference(reference, packed)
+            policy_logprobs, _, value_estimates = score(state.params, packed)
+            reference_logprobs, _, _ = score({**state.params, "policy": reference}, packed)
             policy_logprobs, reference_logprobs, value_estimates = to_host(
                 (policy_logprobs, reference_logprobs, value_estimates))
             batch["old_logprobs"], batch["reference_logprobs"] = map(scoring.unpack, (policy_logprobs, reference_logprobs))
             value_estimates = None if value_estimates is None else scoring.unpack(value_estimates)
             batch.update(token_advantages(settings, reward, rollout, batch, running, values, value_estimates))
             state, update_metrics = _updates(lambda s, b: update(s, to_global(b, rows)), state, batch, settings,
-                                             config.seed, step, row_multiple)
+                                             config.seed, step, update_ladder)
             metrics = {**_rollout_metrics(rollout, values, rollouts.cues), **update_metrics,
-                       "lr": float(schedule(int(state.step) - 1)), "seconds": time.perf_counter() - began}
+                       "lr": float(schedule(int(state.step) - 1)), "seconds": time.perf_counter() - began,
+                       "packed_rows": scoring.filled, "scoring_rows": len(scoring.real),
+                       "programs": _programs(score, update), "sampler_programs": rollouts.sampler.compilations}
             writer.write(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}", acc=f"{metrics['acc_final']:.2f}")
             bar.update(1)
@@ -280,9 +299,17 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
         bar.close()
         writer.close()
         checkpointer.wait()
+    print(f"rl {name}: compiled {_programs(score)} scoring, {_programs(update)} update and "
+          f"{rollouts.sampler.compilations} sampling programs")
     save_hf(directory / "model", policy.config, state.params["policy"], policy.tokenizer)
     print(f"rl: policy written to {directory / 'model'}")
     return directory / "model"
+
+
+def _programs(*jitted) -> int:
+    """The programs these jitted functions have compiled: jax's count of each one's cached executables
+    (one per distinct input shape and layout)."""
+    return sum(function._cache_size() for function in jitted)
 
 
 def _rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -324,10 +351,10 @@ def _sampled_part(per_response: list[np.ndarray], rollout: Rollout) -> list[np.n
     return [values[given:] for values, given in zip(per_response, rollout.given)]
 
 
-def _updates(update, state, batch: dict, settings, seed: int, step: int, row_multiple: int):
+def _updates(update, state, batch: dict, settings, seed: int, step: int, ladder: tuple[int, ...]):
     """`epochs` passes over the rollout in `minibatches` shuffled slices of its responses, each
-    packed into a multiple of `row_multiple` rows (the order a function of the run's seed and the
-    step, so a resumed run shuffles as the uninterrupted one); mean metrics."""
+    packed into a row count of `ladder` (the order a function of the run's seed and the step, so a
+    resumed run shuffles as the uninterrupted one); mean metrics."""
     rows = batch["inputs"].shape[0]
     rng = np.random.default_rng([seed, step])
     batch = _rows(batch)
@@ -335,7 +362,7 @@ def _updates(update, state, batch: dict, settings, seed: int, step: int, row_mul
     for _ in range(settings.epochs):
         order = rng.permutation(rows)
         for members in np.array_split(order, settings.minibatches):
-            packing = Packing.of(batch["segment_ids"], members, row_multiple)
+            packing = Packing.of(batch["segment_ids"], members, ladder)
             state, metrics = update(state, packing.pack(batch))
             collected.append(metrics)
     collected = to_host(collected)

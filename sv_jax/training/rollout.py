@@ -43,16 +43,23 @@ def pack_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
     }
 
 
+def row_ladder(most: int, multiple: int, rungs: int) -> tuple[int, ...]:
+    """The row counts a packed program may take: `rungs` counts evenly spaced up to `most` (every
+    response in its own row), each rounded up to a multiple of `multiple` (the devices, times the
+    micro-batches, that a program's rows split over). A run then compiles at most `rungs` programs
+    of each kind, whatever its responses' lengths; padding costs up to a rung's spacing."""
+    top = -(-max(most, 1) // multiple) * multiple
+    return tuple(sorted({-(-top * rung // rungs // multiple) * multiple for rung in range(1, rungs + 1)}))
+
+
 @dataclasses.dataclass(frozen=True)
 class Packing:
     """Some rows of the one-response-a-row layout of `pack_rows` laid back to back in fewer rows of
     the same length, each its own segment with its positions from 0, so that scoring and updating a
-    rollout costs its tokens, not its responses times the longest possible row. Rows are added in
-    multiples of `ROW_MULTIPLE` (or of a mesh's data-parallel devices too), so that a run compiles a
-    few programs. `source_row` / `source_col`:
-    where each packed slot comes from (`real` marks the slots that hold a token)."""
-
-    ROW_MULTIPLE = 4
+    rollout costs its tokens, not its responses times the longest possible row. The row count is
+    the smallest rung of a fixed ladder (`row_ladder`) that holds them, so that a run compiles a
+    few programs. `source_row` / `source_col`: where each packed slot comes from (`real` marks the
+    slots that hold a token)."""
 
     responses: int
     source_row: np.ndarray
@@ -61,9 +68,9 @@ class Packing:
     segment_ids: np.ndarray
 
     @classmethod
-    def of(cls, segment_ids: np.ndarray, members: Sequence[int], row_multiple: int = ROW_MULTIPLE) -> Packing:
+    def of(cls, segment_ids: np.ndarray, members: Sequence[int], ladder: Sequence[int]) -> Packing:
         """Pack rows `members` of the one-response-a-row `segment_ids` first-fit, longest first, into
-        a multiple of `row_multiple` rows."""
+        the smallest row count of `ladder` that holds them."""
         used = (np.asarray(segment_ids) > 0).sum(axis=1)
         length = segment_ids.shape[1]
         free: list[int] = []
@@ -74,7 +81,9 @@ class Packing:
                 free.append(length)
             placed.append((int(member), packed_row, length - free[packed_row]))
             free[packed_row] -= int(used[member])
-        rows = -(-max(len(free), 1) // row_multiple) * row_multiple
+        rows = next((rung for rung in sorted(ladder) if rung >= len(free)), None)
+        if rows is None:
+            raise ValueError(f"{len(free)} packed rows exceed the ladder's largest rung ({max(ladder)})")
         source_row, source_col = np.zeros((rows, length), np.int32), np.zeros((rows, length), np.int32)
         real, segment_ids = np.zeros((rows, length), bool), np.zeros((rows, length), np.int32)
         for member, packed_row, start in placed:
@@ -83,6 +92,11 @@ class Packing:
             real[packed_row, span] = True
             segment_ids[packed_row, span] = segment_ids[packed_row].max() + 1
         return cls(len(used), source_row, source_col, real, segment_ids)
+
+    @property
+    def filled(self) -> int:
+        """The rows that hold a token: the row count before the ladder rounds it up."""
+        return int(self.real.any(axis=1).sum())
 
     def pack(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`[responses, length]` arrays (inputs, targets, positions, masks, per-token values) packed."""
