@@ -22,6 +22,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # the test draw (seed 0, learning rate 1e-3; 80.4 % at 100 steps and 2e-3; experiments/RESULTS.md):
     # the baseline is trained at its best.
     config.sft.baseline_steps = 100
+    config.sft.epochs = 0  # passes over the data (for the S²R policy and the baseline alike); 0: the steps above
     config.sft.batch_size = 32  # rows of seq_len a step (as many tokens in more, shorter rows when every example fits)
     config.sft.micro_batches = 4  # gradient accumulation: rows in this many slices
     config.sft.seq_len = 512

@@ -1,7 +1,8 @@
 """The one entry point: `python -m sv_jax.main --config=configs/<stage>.py [--config.key=value ...]`.
 
 Bad input of any kind (a config key, a data file, a model folder, a checkpoint) ends the run with
-one line that names it and exit status 2, never a traceback.
+one line that names it and exit status 2, never a traceback. A dry run (`--config.dry_run=True`)
+prints the memory plan and exits 0, or 1 with one line when the plan does not fit.
 """
 
 from __future__ import annotations
@@ -73,13 +74,38 @@ def main(argv: list[str]) -> None:
     # absl prints: noise before a stage's own first line, and between a bad input and its one line
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
-    from sv_jax import distributed, stages
+    if config.dry_run:
+        _simulate_target(config)
+    import jax
+
+    from sv_jax import compilation, distributed, stages
+    from sv_jax.plan import DoesNotFit
 
     try:
-        distributed.initialize(config)
+        if not config.dry_run:
+            distributed.initialize(config)
+        cache = compilation.enable(config.compilation_cache_dir)
         stages.run(config)
+        if cache and jax.process_index() == 0:
+            print(f"{compilation.summary()} ({cache})")
+    except DoesNotFit as error:
+        print(f"sv_jax: does not fit: {error}", file=sys.stderr)
+        sys.exit(1)
     except UserError as error:
         _fail(str(error))
+
+
+def _simulate_target(config: ConfigDict) -> None:
+    """A dry run compiles on this machine's CPU, with as many simulated devices as `config.hardware`
+    has, so that a laptop plans a pod's programs (no array is allocated). Before JAX starts."""
+    from sv_jax import hardware
+
+    try:
+        devices = hardware.target(config.hardware).devices if config.hardware else 1
+    except UserError as error:
+        _fail(str(error))
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from tests import hf_fixtures  # noqa: E402
+from sv_jax import compilation  # noqa: E402
+from tests import hf_fixtures, killing  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent compilation cache for the session, shared by pytest-xdist's workers and every
+    stage a test starts as a process: each program compiles once."""
+    root = tmp_path_factory.getbasetemp()
+    folder = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "jax-cache"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = killing.ENV["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    compilation.enable(str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

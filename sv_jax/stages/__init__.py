@@ -17,4 +17,12 @@ def run(config: ml_collections.ConfigDict) -> None:
     stage = config.stage
     if stage not in STAGES:
         raise UserError(f"config key 'stage': unknown stage {stage!r}; known: {', '.join(STAGES)}")
-    importlib.import_module(f"sv_jax.stages.{stage}").run(config)
+    from sv_jax import plan  # after the cluster is joined: the plan lays shardings out on the mesh
+
+    module = importlib.import_module(f"sv_jax.stages.{stage}")
+    plan.resolve(config)
+    if hasattr(module, "check"):  # a bad setting is one line before the plan compiles anything
+        module.check(config)
+    plan.announce(config)
+    if not config.dry_run:
+        module.run(config)

@@ -30,9 +30,14 @@ from sv_jax.training.optimizer import clipped_adamw, linear_cooldown, make_optim
 from sv_jax.trajectory import verdict
 
 
+def check(config: ml_collections.ConfigDict) -> None:
+    """Raises UserError for a bad `base` setting; later stages call it before running this one."""
+    require_steps(config.base, "base", "steps")
+
+
 def run(config: ml_collections.ConfigDict) -> None:
+    check(config)
     settings = config.base
-    require_steps(settings, "base", "steps")
     directory = epath.Path(config.workdir) / "base"
     tokenizer = _tokenizer(directory / "tokenizer", config.seed)
     model_config = ModelConfig(

@@ -10,6 +10,8 @@ trajectories.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 import numpy as np
 from etils import epath
@@ -51,8 +53,14 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key 'sft.one_round_share' ({settings.one_round_share}) must be between 0 and 1")
     if settings.remat not in REMAT_POLICIES:
         raise UserError(f"config key 'sft.remat': {settings.remat!r} is not one of {', '.join(REMAT_POLICIES)}")
+    if settings.epochs < 0:
+        raise UserError(f"config key 'sft.epochs' ({settings.epochs}) must be 0 (sft.steps decides) or more")
     if settings.retry_weight < 1:
         raise UserError(f"config key 'sft.retry_weight' ({settings.retry_weight}) must be at least 1")
+    if not config.model.path:  # the built-in task's initial policy is trained first
+        from sv_jax.stages import base
+
+        base.check(config)
     split = settings.micro_batches * data_parallelism(mesh_of(config))
     if settings.batch_size % split:
         raise UserError(f"config key 'sft.batch_size' ({settings.batch_size}) must be a multiple of "
@@ -72,6 +80,8 @@ def run(config: ml_collections.ConfigDict) -> None:
     rows, row_length = row_shape(examples, settings)
     batches = Batches(examples, rows, row_length, settings.micro_batches, config.seed, settings.pack)
     steps = settings.baseline_steps if settings.baseline else settings.steps
+    if settings.epochs:
+        steps = max(math.ceil(settings.epochs * batches.rows_per_epoch / rows), 1)
     epochs = steps * rows / batches.rows_per_epoch
     extra = f" (+{len(examples) - len(records)} as one round)" if len(examples) > len(records) else ""
     print(f"sft: {len(records)} trajectories{extra}, {rows} rows of {row_length} a step, {batches.rows_per_epoch} rows "
