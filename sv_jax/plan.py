@@ -42,7 +42,6 @@ from sv_jax.training.rollout import row_ladder
 
 GIB = hardware.GIB
 BUILTIN_VOCAB = 1024  # the built-in task's tokenizer (sv_jax.tasks.tokenizer), rounded to 64
-SAMPLING_SECTIONS = {"data": "data", "eval": "eval", "rl": "rl", "sample": "sample"}
 
 
 class DoesNotFit(UserError):
@@ -108,6 +107,7 @@ def _update_rows(config: ml_collections.ConfigDict, multiple: int) -> int:
 
 
 def _pow2(n: int) -> int:
+    """A prompt length as the sampler and RL pad it: a power of two, at least 16."""
     return max(16, 1 << (max(n, 1) - 1).bit_length())
 
 
@@ -124,6 +124,7 @@ class Training:
 
 
 def training(config: ml_collections.ConfigDict, stage: str, dp: int) -> Training | None:
+    """The stage's training step at its largest (an RL update: every response of a minibatch a row)."""
     if stage == "base":
         base = config.base
         return Training("lm", base.batch_size, base.seq_len, base.micro_batches, "none", False)
