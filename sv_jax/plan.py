@@ -35,6 +35,7 @@ from sv_jax.models import ModelConfig, logical_axes, param_shapes, param_shardin
 from sv_jax.models.hf import read_hf_config
 from sv_jax.models.partitioning import RULES
 from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of, rows_sharding, state_shardings
+from sv_jax.sampling import prompt_bucket
 from sv_jax.training.lm import LMStep, init_train_state
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import PPOStep
@@ -106,11 +107,6 @@ def _update_rows(config: ml_collections.ConfigDict, multiple: int) -> int:
                       multiple, 1)[0]
 
 
-def _pow2(n: int) -> int:
-    """A prompt length as the sampler and RL pad it: a power of two, at least 16."""
-    return max(16, 1 << (max(n, 1) - 1).bit_length())
-
-
 @dataclasses.dataclass(frozen=True)
 class Training:
     """A stage's training step: `rows` of `time` tokens in `micro_batches` slices."""
@@ -133,14 +129,14 @@ def training(config: ml_collections.ConfigDict, stage: str, dp: int) -> Training
         return Training("lm", sft.batch_size, sft.seq_len, sft.micro_batches, sft.remat, bool(sft.kl_coef))
     if stage == "rl":
         rl = config.rl
-        time = _pow2(config.plan.prompt_tokens) + rl.max_new_tokens
+        time = prompt_bucket(config.plan.prompt_tokens) + rl.max_new_tokens
         return Training("ppo", _update_rows(config, dp * rl.micro_batches), time, rl.micro_batches, rl.remat, True)
     return None
 
 
 def sampling(config: ml_collections.ConfigDict, stage: str) -> tuple[int, int] | None:
     """Rows and slots of the stage's largest KV cache."""
-    prompt = _pow2(config.plan.prompt_tokens)
+    prompt = prompt_bucket(config.plan.prompt_tokens)
     if stage == "data":
         return config.data.batch_size * config.data.k, prompt + config.data.max_new_tokens
     if stage == "eval":

@@ -300,6 +300,11 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def prompt_bucket(longest: int) -> int:
+    """The prompt length a batch whose longest prompt has `longest` tokens is padded to."""
+    return max(MIN_PROMPT_BUCKET, _next_power_of_two(longest))
+
+
 class _Programs:
     """The jitted `generate` of one model config, and how many programs it has traced."""
 
@@ -386,7 +391,7 @@ class Sampler:
             raise ValueError("empty prompt: every prompt needs at least one token")
         rows = min(_next_power_of_two(len(prompts)), _next_power_of_two(self.batch_size))
         rows = -(-rows // self._rows_multiple) * self._rows_multiple
-        length = max(MIN_PROMPT_BUCKET, _next_power_of_two(max(map(len, prompts))))
+        length = prompt_bucket(max(map(len, prompts)))
         tokens = np.zeros((rows, length), np.int32)
         mask = np.zeros((rows, length), np.int32)
         mask[len(prompts) :, -1] = 1  # filler rows hold one token so that every row is well-defined

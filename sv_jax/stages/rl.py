@@ -32,7 +32,7 @@ from sv_jax.errors import UserError, require_steps
 from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, param_shardings, save_hf
 from sv_jax.models.config import REMAT_POLICIES
-from sv_jax.sampling import Sample, Sampler, SamplingSpec, stop_sequences_for
+from sv_jax.sampling import Sample, Sampler, SamplingSpec, prompt_bucket, stop_sequences_for
 from sv_jax.sharding import data_parallelism, mesh_of, replicated, rows_sharding
 from sv_jax.stages import data
 from sv_jax.stages import eval as evaluate
@@ -147,7 +147,7 @@ class Rollouts:
         self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step)
         # a row fits the longest prompt and a full response; scoring and updates pack several a row
         longest = max(map(len, self.prompts))
-        self.row_length = max(16, 1 << (longest - 1).bit_length()) + self.settings.max_new_tokens
+        self.row_length = prompt_bucket(longest) + self.settings.max_new_tokens
 
     def chosen(self, step: int) -> np.ndarray:
         """The step's questions: a fresh permutation of the training questions each epoch."""
