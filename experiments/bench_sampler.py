@@ -75,7 +75,7 @@ def run_ours(args) -> dict:
     start = time.perf_counter()
     samples = sampler.sample(data, spec, seed=args.seed)
     elapsed = time.perf_counter() - start
-    tokens = sum(len(s.token_ids) for row in samples for s in row)
+    tokens = sum(len(s.token_ids) for row in samples.values() for s in row)
     batches = -(-args.num_prompts // args.batch)
     return dict(peer="sv_jax", version=jax.__version__, tokens_per_s=tokens / elapsed,
                 compile_s=max(first_batch - elapsed / batches, 0.0), generate_s=elapsed,

@@ -2,22 +2,29 @@
 processes on one CPU machine over loopback), from `config.distributed`.
 
 Every process runs the same program on its own devices; collectives go over ICI / NCCL, and over
-gloo on CPU, so that a test can run a real cluster of local processes. Results come back to every
-host whole (`to_host`); files are written by process 0 alone, behind a barrier (`on_process_zero`).
+gloo on CPU, so that a test can run a real cluster of local processes. Host work is split too: each
+process reads and tokenizes its share of a dataset (`map_shares`), and a row-sharded result comes back
+to the process whose devices hold the row (`rows_here`), which grades it; small Python results are then
+exchanged (`gather_by_index`). Files are written by process 0 alone, behind a barrier (`on_process_zero`).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 
 from sv_jax.errors import UserError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def initialize(config: ml_collections.ConfigDict) -> None:
@@ -69,3 +76,84 @@ def to_global(tree: Any, sharding: jax.sharding.Sharding) -> Any:
         return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
     return jax.tree.map(one, tree)
+
+
+def share(count: int) -> range:
+    """This process's contiguous share of `count` items (the first `count % processes` take one more)."""
+    index, processes = jax.process_index(), jax.process_count()
+    each, extra = divmod(count, processes)
+    start = index * each + min(index, extra)
+    return range(start, start + each + (index < extra))
+
+
+def map_shares(fn: Callable[[T], R], items: Sequence[T], what: str) -> list[R]:
+    """`fn` of every item, each process computing its own share; every process gets all results, in
+    order. A `UserError` in any process's share is raised in every process (none waits for it)."""
+    if jax.process_count() == 1:
+        return [fn(item) for item in items]
+    mine = share(len(items))
+    logging.info("process %d of %d: %s %d-%d of %d", jax.process_index(), jax.process_count(), what,
+                 mine.start, mine.stop - 1, len(items))
+    try:
+        local, error = [fn(items[i]) for i in mine], None
+    except UserError as raised:
+        local, error = [], str(raised)
+    parts = _allgather_objects((local, error))
+    for _, error in parts:
+        if error is not None:
+            raise UserError(error)
+    return [result for part, _ in parts for result in part]
+
+
+def gather_by_index(local: dict[int, T], count: int) -> list[T]:
+    """Every process's `{index: item}` (together: each index below `count` once) as one list in index
+    order, on every process."""
+    merged = dict(local)
+    if jax.process_count() > 1:
+        for part in _allgather_objects(local):
+            merged.update(part)
+    missing = [i for i in range(count) if i not in merged]
+    if missing:
+        raise ValueError(f"no process holds index {missing[0]} of {count}")
+    return [merged[i] for i in range(count)]
+
+
+def _allgather_objects(value: Any) -> list[Any]:
+    """One picklable value from each process, in process order, on every process."""
+    data = np.frombuffer(pickle.dumps(value), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([data.size], np.int64))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = multihost_utils.process_allgather(padded)
+    return [pickle.loads(gathered[i, : int(sizes[i, 0])].tobytes()) for i in range(len(sizes))]
+
+
+def rows_here(tree: Any) -> tuple[np.ndarray, Any]:
+    """The rows (axis 0) of a tree of row-sharded arrays that this process answers for, and the tree
+    cut to them as NumPy: the rows its devices hold, a row that several processes hold going to the
+    lowest. On one process: every row."""
+    leaves, treedef = jax.tree.flatten(tree)
+    if jax.process_count() == 1:
+        return np.arange(leaves[0].shape[0]), jax.device_get(tree)
+    blocks = _owned_blocks(leaves[0])
+    rows = np.concatenate([np.arange(start, stop) for start, stop in blocks] or [np.zeros(0, np.int64)])
+    cut = []
+    for leaf in leaves:
+        by_block = {_block(shard.index[0], leaf.shape[0]): shard for shard in leaf.addressable_shards}
+        parts = [np.asarray(by_block[block].data) for block in blocks]
+        cut.append(np.concatenate(parts) if parts else np.zeros((0, *leaf.shape[1:]), leaf.dtype))
+    return rows, jax.tree.unflatten(treedef, cut)
+
+
+def _owned_blocks(array: jax.Array) -> list[tuple[int, int]]:
+    """The row blocks [start, stop) of `array` this process answers for, in order."""
+    holders: dict[tuple[int, int], int] = {}
+    for device, index in array.sharding.devices_indices_map(array.shape).items():
+        block = _block(index[0], array.shape[0])
+        holders[block] = min(holders.get(block, device.process_index), device.process_index)
+    return sorted(block for block, process in holders.items() if process == jax.process_index())
+
+
+def _block(rows: slice, count: int) -> tuple[int, int]:
+    start, stop, _ = rows.indices(count)
+    return start, stop

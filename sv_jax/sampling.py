@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from sv_jax.distributed import to_global, to_host
+from sv_jax.distributed import rows_here, to_global
 from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache, param_shardings
 from sv_jax.models.decoder import CACHE
 from sv_jax.models.partitioning import constrain
@@ -356,11 +356,13 @@ class Sampler:
         num_samples: int = 1,
         seed: int = 0,
         progress: bool = False,
-    ) -> list[list[Sample]]:
-        """`num_samples` samples of every prompt (token ids), in input order: result[prompt][sample]."""
+    ) -> dict[int, list[Sample]]:
+        """`num_samples` samples of each prompt (token ids) whose rows this process's devices decoded
+        (every prompt on one process), by prompt index: result[prompt][sample]. Every process passes
+        the same prompts; `distributed.gather_by_index` collects what each made of its own."""
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        results: list[list[Sample]] = [[] for _ in prompts]
+        results: dict[int, list[Sample]] = {}
         bar = tqdm(total=len(prompts) * num_samples, unit="sample", disable=not progress or jax.process_index() != 0,
                    desc="sampling")
         new_tokens, start = 0, time.perf_counter()
@@ -370,20 +372,20 @@ class Sampler:
             for n, batch in enumerate(batches)
         ]  # every batch is queued before the first is fetched: the device never waits for the host
         for batch, output in pending:
-            tokens, logprobs, lengths = to_host((output.tokens, output.logprobs, output.lengths))
-            for row, (prompt_index, sample_index) in enumerate(
-                (p, s) for p in batch for s in range(num_samples)
-            ):
-                length = int(lengths[row])
-                results[prompt_index].append(
-                    Sample(prompt_index, sample_index, tokens[row, :length].tolist(),
-                           float(logprobs[row, :length].sum()), logprobs[row, :length].tolist())
-                )
-            new_tokens += int(lengths[: len(batch) * num_samples].sum())
+            rows, (tokens, logprobs, lengths) = rows_here((output.tokens, output.logprobs, output.lengths))
+            for at, row in enumerate(rows):
+                prompt, sample_index = divmod(int(row), num_samples)
+                if prompt >= len(batch):  # a filler row
+                    continue
+                length = int(lengths[at])
+                results.setdefault(batch[prompt], []).append(
+                    Sample(batch[prompt], sample_index, tokens[at, :length].tolist(),
+                           float(logprobs[at, :length].sum()), logprobs[at, :length].tolist()))
+                new_tokens += length
             bar.update(len(batch) * num_samples)
             bar.set_postfix(tokens_per_s=f"{new_tokens / (time.perf_counter() - start):.0f}")
         bar.close()
-        return results
+        return dict(sorted(results.items()))
 
     def _dispatch(self, prompts: list[Sequence[int]], spec: SamplingSpec, num_samples: int, rng) -> SampleOutput:
         """Pads one batch to its buckets and launches it (asynchronously)."""

@@ -3,6 +3,7 @@ tiny main job on their eight-device mesh computes what one process on eight devi
 each output once, and a run whose processes are all killed during RL resumes exactly."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,13 @@ from tests.cluster import REPO, Cluster, run_cluster
 
 MAIN_JOB = ["--config=configs/rl.py:tiny", "--config.mesh.shape=(1,8,1)", "--config.mesh.axes=('data','fsdp','model')"]
 TRAINED = ("base", "sft", "sft_correct_only", "rl", "rl_outcome")
+
+
+def read_rows(log: str, process: int, what: str) -> tuple[int, int, int]:
+    """The first rows (first, last, of how many) of `what` that process `process` says it read."""
+    found = re.search(rf"process {process} of 2: {what} (\d+)-(\d+) of (\d+)", log)
+    assert found, f"process {process} logged no share of {what}"
+    return tuple(map(int, found.groups()))
 
 
 def metrics(workdir, stage):
@@ -48,6 +56,11 @@ def test_main_job_on_two_processes_equals_one_process_and_resumes_after_both_are
     printed = [cluster.log(i, "out").read_text() for i in range(2)]
     # process 0 alone prints (gloo itself writes a few lines to every process's standard output)
     assert "S²R RL (process)" in printed[0] and "sft:" not in printed[1] and "| policy |" not in printed[1]
+    logged = [cluster.log(i, "err").read_text() for i in range(2)]
+    for what in ("questions", "trajectories", "training questions", "eval questions"):
+        (first, last, total), (second_first, second_last, second_total) = (
+            read_rows(logged[i], i, what) for i in range(2))  # each process tokenized its own share
+        assert first == 0 and second_first == last + 1 and second_last + 1 == total == second_total, what
 
     workdir = tmp_path / "killed"
     with Cluster([*MAIN_JOB, f"--workdir={workdir}"], processes=2, devices=4, logs=tmp_path / "killed_logs") as cluster:

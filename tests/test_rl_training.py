@@ -24,7 +24,7 @@ K, NEW = 8, 6
 
 
 def rollout(sampler, seed):
-    samples = [s for row in sampler.sample(PROMPTS, SamplingSpec(max_new_tokens=NEW), K, seed) for s in row]
+    samples = [s for row in sampler.sample(PROMPTS, SamplingSpec(max_new_tokens=NEW), K, seed).values() for s in row]
     rewards = np.array([np.mean(np.array(s.token_ids) == TARGET) for s in samples], np.float32)
     batch = pack_rows([p for p in PROMPTS for _ in range(K)], [s.token_ids for s in samples], 16)
     advantages = leave_one_out(rewards.reshape(-1, K)).reshape(-1)

@@ -31,7 +31,7 @@ def test_greedy_equals_transformers_generate(family, qwen2_folder, llama_folder)
     samples = Sampler(model.config, model.params, batch_size=4).sample(
         PROMPTS, SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=0.0)
     )
-    for prompt, (sample,) in zip(PROMPTS, samples):
+    for prompt, (sample,) in zip(PROMPTS, samples.values()):
         assert sample.token_ids == hf_greedy(folder, prompt, NEW_TOKENS)
 
 
@@ -41,7 +41,7 @@ def test_greedy_equals_transformers_generate_across_cache_growth(qwen2_folder):
     model = load_hf(qwen2_folder, with_tokenizer=False)
     prompts = PROMPTS[:2]
     samples = Sampler(model.config, model.params, batch_size=2).sample(prompts, SamplingSpec(max_new_tokens=150, temperature=0.0))
-    for prompt, (sample,) in zip(prompts, samples):
+    for prompt, (sample,) in zip(prompts, samples.values()):
         assert sample.token_ids == hf_greedy(qwen2_folder, prompt, 150)
 
 
@@ -84,8 +84,9 @@ def test_logprobs_equal_teacher_forced_forward(qwen2_folder):
     model = load_hf(qwen2_folder, with_tokenizer=False)
     spec = SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=0.8, top_k=20, top_p=0.9)
     samples = Sampler(model.config, model.params, batch_size=2).sample(PROMPTS, spec, num_samples=3, seed=1)
-    assert all([s.sample_index for s in row] == [0, 1, 2] for row in samples)
-    flat = [(prompt, sample) for prompt, row in zip(PROMPTS, samples) for sample in row]
+    assert list(samples) == list(range(len(PROMPTS)))  # every prompt, on one process
+    assert all([s.sample_index for s in row] == [0, 1, 2] for row in samples.values())
+    flat = [(prompt, sample) for prompt, row in zip(PROMPTS, samples.values()) for sample in row]
     expected = teacher_forced_logprobs(model.config, model.params, [(p, s.token_ids) for p, s in flat], 0.8)
     for (_, sample), reference in zip(flat, expected):
         np.testing.assert_allclose(sample.token_logprobs, reference, atol=1e-4)
@@ -96,7 +97,7 @@ def test_fixed_seed_reproduces_and_another_seed_differs(qwen2_folder):
     model = load_hf(qwen2_folder, with_tokenizer=False)
     sampler = Sampler(model.config, model.params, batch_size=4)
     spec = SamplingSpec(max_new_tokens=NEW_TOKENS, temperature=1.0)
-    ids = lambda seed: [[s.token_ids for s in row] for row in sampler.sample(PROMPTS, spec, 2, seed=seed)]
+    ids = lambda seed: [[s.token_ids for s in row] for row in sampler.sample(PROMPTS, spec, 2, seed=seed).values()]
     assert ids(7) == ids(7)
     assert ids(7) != ids(8)
 
@@ -128,7 +129,7 @@ def test_sampled_frequencies_match_truncated_softmax():
     logits, _ = forward(config, params, np.array([prompt], np.int32))
     for top_k, top_p in [(6, 1.0), (0, 0.7), (8, 0.8)]:
         spec = SamplingSpec(max_new_tokens=1, temperature=0.7, top_k=top_k or config.vocab_size, top_p=top_p)
-        (samples,) = Sampler(config, params, batch_size=1).sample([prompt], spec, num_samples=6000, seed=3)
+        samples = Sampler(config, params, batch_size=1).sample([prompt], spec, num_samples=6000, seed=3)[0]
         counts = np.bincount([s.token_ids[0] for s in samples], minlength=config.vocab_size)
         expected = truncated_softmax(np.asarray(logits[0, -1]), 0.7, top_k or config.vocab_size, top_p)
         assert np.all(counts[expected == 0] == 0)
@@ -168,7 +169,7 @@ def test_samplers_of_one_config_share_programs_not_parameters(qwen2_folder):
     second = Sampler(model.config, other_params, batch_size=4)
     second_out = second.sample(PROMPTS, spec)
     assert first.compilations >= 1 and second.compilations == 0
-    assert [s[0].token_ids for s in second_out] != [s[0].token_ids for s in first_out]
+    assert [s[0].token_ids for s in second_out.values()] != [s[0].token_ids for s in first_out.values()]
     fresh_logits, _ = forward(model.config, other_params, np.array([PROMPTS[0]], np.int32))
     assert second_out[0][0].token_ids[0] == int(np.argmax(fresh_logits[0, -1]))
 

@@ -37,7 +37,7 @@ def test_writes_k_samples_per_prompt_in_input_order(qwen2_folder, tmp_path):
         SamplingSpec(max_new_tokens=6, temperature=0.0, stop_sequences=((tokenizer.eos_token_id,),),
                      vocab_size=len(tokenizer)),
     )
-    for record, prompt_samples in zip(lines[::2], greedy):
+    for record, prompt_samples in zip(lines[::2], greedy.values()):
         assert record["token_ids"] == prompt_samples[0].token_ids
         assert record["completion"] == tokenizer.decode(record["token_ids"], skip_special_tokens=True)
         assert isinstance(record["logprob"], float) and record["logprob"] <= 0

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from sv_jax.distributed import on_process_zero, to_global
+from sv_jax.distributed import gather_by_index, map_shares, on_process_zero, to_global
 from sv_jax.errors import require_steps
 from sv_jax.io import written_locally
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, param_shardings, save_hf
@@ -183,12 +183,16 @@ def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, 
     spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
                         vocab_size=len(tokenizer))
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    decode = lambda row: tokenizer.decode(row[0].token_ids, skip_special_tokens=True)  # noqa: E731
-    texts = [decode(row) for row in sampler.sample([encode(builtin.prompt(p)) for p in problems], spec)]
+
+    def answers(prompts: list[str]) -> list[str]:  # each process decodes the rows its devices sampled
+        here = sampler.sample(map_shares(encode, prompts, "measurement prompts"), spec)
+        decoded = {i: tokenizer.decode(rows[0].token_ids, skip_special_tokens=True) for i, rows in here.items()}
+        return gather_by_index(decoded, len(prompts))
+
+    texts = answers([builtin.prompt(p) for p in problems])
     rng = np.random.default_rng(seed)
     proposals = [p.answer if i % 2 == 0 else task.slipped_solution(p, rng)[1] for i, p in enumerate(problems)]
-    check_prompts = [encode(builtin.check_prompt(p, proposed)) for p, proposed in zip(problems, proposals)]
-    checks = [decode(row) for row in sampler.sample(check_prompts, spec)]
+    checks = answers([builtin.check_prompt(p, proposed) for p, proposed in zip(problems, proposals)])
     truths = np.array([proposed == p.answer for p, proposed in zip(problems, proposals)])
     judged = np.array([verdict(check, builtin.CUES) == truth for check, truth in zip(checks, truths)])
     styles = np.array([task.written_style(p, proposed, check)

@@ -19,7 +19,7 @@ from etils import epath
 
 from sv_jax.construction import Attempt, build_trajectory, candidates, choose_style, difficulty, with_false_rejection
 from sv_jax.datasets import prepare_tfds
-from sv_jax.distributed import on_process_zero
+from sv_jax.distributed import gather_by_index, map_shares, on_process_zero
 from sv_jax.errors import UserError
 from sv_jax.io import write_jsonl
 from sv_jax.models import LoadedModel, load_hf
@@ -42,7 +42,9 @@ class Source(Protocol):
 
     def prompt(self, question: Question) -> str: ...
 
-    def grade(self, texts: list[list[str]]) -> list[list[Attempt]]: ...
+    def grade(self, questions: list[int], texts: list[list[str]]) -> list[list[Attempt]]:
+        """The samples `texts[j]` of question `questions[j]` (an index), graded."""
+        ...
 
     def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]: ...
 
@@ -72,15 +74,18 @@ def run(config: ml_collections.ConfigDict) -> None:
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                         stop_sequences=stop_sequences_for(tokenizer, (source.cues.verify, source.cues.retry)),
                         vocab_size=len(tokenizer))
-    samples = Sampler(policy.config, policy.params, settings.batch_size).sample(
-        [tokenizer.encode(source.prompt(q), add_special_tokens=False) for q in source.questions],
-        spec, settings.k, config.seed, progress=True)
+    prompts = map_shares(lambda q: tokenizer.encode(source.prompt(q), add_special_tokens=False), source.questions,
+                         "questions")
+    here = Sampler(policy.config, policy.params, settings.batch_size).sample(prompts, spec, settings.k, config.seed,
+                                                                              progress=True)
     # A sample that starts to verify or retry unprompted is cut there: an attempt is one solve action,
-    # kept as sampled (its leading space included) so that SFT sees the tokens π₀ writes.
-    texts = [[parse(tokenizer.decode(s.token_ids, skip_special_tokens=True), source.cues)[0].text
-              for s in row] for row in samples]
+    # kept as sampled (its leading space included) so that SFT sees the tokens π₀ writes. Each
+    # process grades the samples its devices made.
+    texts = {i: [parse(tokenizer.decode(s.token_ids, skip_special_tokens=True), source.cues)[0].text for s in row]
+             for i, row in here.items()}
+    attempts = gather_by_index(dict(zip(texts, source.grade(list(texts), list(texts.values())))), len(prompts))
     # false rejections draw from their own stream, so that their share leaves every other draw as it was
-    records, summary = construct(source, source.grade(texts), settings, np.random.default_rng(config.seed),
+    records, summary = construct(source, attempts, settings, np.random.default_rng(config.seed),
                                  np.random.default_rng([config.seed, 1]))
 
     directory = epath.Path(config.workdir) / "data"
@@ -182,9 +187,9 @@ class BuiltinSource:
     def prompt(self, question: Question) -> str:
         return builtin.PROMPT.format(question=question.question)
 
-    def grade(self, texts: list[list[str]]) -> list[list[Attempt]]:
+    def grade(self, questions: list[int], texts: list[list[str]]) -> list[list[Attempt]]:
         graded = []
-        for problem, row in zip(self.problems, texts):
+        for problem, row in zip((self.problems[i] for i in questions), texts):
             answers = [task.final_answer(text) for text in row]
             graded.append([Attempt(text, None if a is None else str(a), a == problem.answer) for text, a in zip(row, answers)])
         return graded
@@ -220,33 +225,32 @@ class QuestionsSource:
     def prompt(self, question: Question) -> str:
         return fill(self.template, question=question.question)
 
-    def grade(self, texts: list[list[str]]) -> list[list[Attempt]]:
+    def grade(self, questions: list[int], texts: list[list[str]]) -> list[list[Attempt]]:
         grader = self.settings.grader
-        results = grade_rows([q.answer for q in self.questions], texts, grader.workers, grader.timeout_s)
+        results = grade_rows([self.questions[i].answer for i in questions], texts, grader.workers, grader.timeout_s)
         return [[Attempt(text, answer, correct) for text, (correct, answer) in zip(row, graded)]
                 for row, graded in zip(texts, results)]
 
     def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]:
         verifier, settings = self.verifier, self.settings.verifier
         tokenizer = verifier.tokenizer
-        prompts = [
-            tokenizer.encode(fill(settings.prompts[style], question=self.questions[i].question, attempt=attempt.text,
-                                  correct=self.cues.verdict_correct, incorrect=self.cues.verdict_incorrect),
-                             add_special_tokens=False)
-            for i, attempt, style, _ in requests
-        ]
+        prompts = map_shares(lambda request: tokenizer.encode(
+            fill(settings.prompts[request[2]], question=self.questions[request[0]].question, attempt=request[1].text,
+                 correct=self.cues.verdict_correct, incorrect=self.cues.verdict_incorrect),
+            add_special_tokens=False), requests, "verification requests")
         spec = SamplingSpec(
             max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
             stop_sequences=stop_sequences_for(tokenizer, (self.cues.verdict_correct, self.cues.verdict_incorrect)),
             vocab_size=len(tokenizer))
-        samples = Sampler(verifier.config, verifier.params, self.settings.batch_size).sample(
+        here = Sampler(verifier.config, verifier.params, self.settings.batch_size).sample(
             prompts, spec, settings.tries, self.seed + 1, progress=True)
-        kept = []
-        for (_, attempt, _, wanted), tries in zip(requests, samples):
+        kept = {}  # each process reads the tries its devices sampled
+        for r, tries in here.items():
+            wanted = requests[r][3]
             texts = [tokenizer.decode(s.token_ids, skip_special_tokens=True).strip() for s in tries]
             agreeing = [t for t in texts if verdict(t, self.cues) == wanted and self._is_one_action(t)]
-            kept.append(agreeing[0] if agreeing else None)
-        return kept
+            kept[r] = agreeing[0] if agreeing else None
+        return gather_by_index(kept, len(requests))
 
     def _is_one_action(self, text: str) -> bool:
         return self.cues.verify not in text and self.cues.retry not in text

@@ -15,7 +15,7 @@ import json
 import ml_collections
 from etils import epath
 
-from sv_jax.distributed import on_process_zero
+from sv_jax.distributed import gather_by_index, map_shares, on_process_zero
 from sv_jax.errors import UserError
 from sv_jax.evaluation import read_attempts, score, truncate
 from sv_jax.io import write_jsonl
@@ -80,16 +80,22 @@ def run(config: ml_collections.ConfigDict) -> dict:
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                         stop_sequences=stop_sequences_for(tokenizer, (cues.verdict_correct,)),
                         vocab_size=len(tokenizer))
-    samples = Sampler(policy.config, policy.params, settings.batch_size).sample(
-        [tokenizer.encode(fill(template, question=q.question), add_special_tokens=False) for q in questions],
-        spec, 1, settings.seed, progress=True)
-    responses = [truncate(parse(tokenizer.decode(row[0].token_ids, skip_special_tokens=True), cues), cues,
-                          settings.max_attempts) for row in samples]
-    texts = [[a.text for a in r if a.kind == "solve"] for r in responses]
-    correct = iter(grade(config, questions, texts, from_file=bool(settings.dataset)))
-    attempts = [read_attempts(r, cues, lambda _: next(correct)) for r in responses]
-    joined = [build(r, cues)[0] for r in responses]
-    figures = score(attempts, [len(tokenizer.encode(text, add_special_tokens=False)) for text in joined])
+    prompts = map_shares(lambda q: tokenizer.encode(fill(template, question=q.question), add_special_tokens=False),
+                         questions, "eval questions")
+    here = Sampler(policy.config, policy.params, settings.batch_size).sample(prompts, spec, 1, settings.seed,
+                                                                              progress=True)
+    # each process grades the responses its devices sampled
+    responses = {i: truncate(parse(tokenizer.decode(rows[0].token_ids, skip_special_tokens=True), cues), cues,
+                             settings.max_attempts) for i, rows in here.items()}
+    texts = [[a.text for a in r if a.kind == "solve"] for r in responses.values()]
+    correct = iter(grade(config, [questions[i] for i in responses], texts, from_file=bool(settings.dataset)))
+    local = {}
+    for i, response in responses.items():
+        joined = build(response, cues)[0]
+        local[i] = (read_attempts(response, cues, lambda _: next(correct)), joined,
+                     len(tokenizer.encode(joined, add_special_tokens=False)))
+    attempts, joined, lengths = zip(*gather_by_index(local, len(questions)))
+    figures = score(list(attempts), list(lengths))
 
     name = settings.name or settings.policy or "model"
     directory = epath.Path(config.workdir) / "eval"

@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
 from sv_jax.detokenize import token_pieces
-from sv_jax.distributed import on_process_zero, to_global, to_host
+from sv_jax.distributed import gather_by_index, map_shares, on_process_zero, to_global, to_host
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, param_shardings, save_hf
 from sv_jax.models.config import REMAT_POLICIES
-from sv_jax.sampling import Sample, Sampler, SamplingSpec, prompt_bucket, stop_sequences_for
+from sv_jax.sampling import Sampler, SamplingSpec, prompt_bucket, stop_sequences_for
 from sv_jax.sharding import data_parallelism, mesh_of, replicated, rows_sharding
 from sv_jax.stages import data
 from sv_jax.stages import eval as evaluate
@@ -139,8 +139,9 @@ class Rollouts:
             raise UserError(f"config key 'rl.min_level' ({self.settings.min_level}): no training question has a "
                             "stage 0 difficulty level that high")
         self.questions, self.levels = [questions[i] for i in kept], [levels[i] for i in kept]
-        self.prompts = [self.tokenizer.encode(fill(template, question=q.question), add_special_tokens=False)
-                        for q in self.questions]
+        self.prompts = map_shares(
+            lambda q: self.tokenizer.encode(fill(template, question=q.question), add_special_tokens=False),
+            self.questions, "training questions")
         self.spec = SamplingSpec(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
                                  stop_sequences=stop_sequences_for(self.tokenizer, (self.cues.verdict_correct,)),
                                  vocab_size=len(self.tokenizer))
@@ -161,17 +162,28 @@ class Rollouts:
         chosen = self.chosen(step)
         k = self.settings.samples_per_question
         self.sampler.params = params
-        samples = self._sample([self.prompts[i] for i in chosen], seed=self.config.seed * 1_000_003 + step)
-        questions = [self.questions[i] for i in chosen for _ in range(k)]
-        sampled = [s.token_ids for s in samples]
-        rollout = Rollout([self.prompts[i] for i in chosen for _ in range(k)], sampled, [0] * len(sampled),
-                          self.score(questions, [[]] * len(sampled), sampled, values),
-                          [self.levels[i] for i in chosen for _ in range(k)], questions, len(sampled))
+        prompts, questions = [self.prompts[i] for i in chosen], [self.questions[i] for i in chosen]
+        sampled, scored = self._responses(prompts, questions, [[]] * len(chosen), self.config.seed * 1_000_003 + step,
+                                          values)
+        rollout = Rollout([p for p in prompts for _ in range(k)], sampled, [0] * len(sampled), scored,
+                          [self.levels[i] for i in chosen for _ in range(k)], [q for q in questions for _ in range(k)],
+                          len(sampled))
         return self.branch(rollout, step, values) if self.settings.branches else rollout
 
-    def _sample(self, prompts: list[list[int]], seed: int) -> list[Sample]:
-        rows = self.sampler.sample(prompts, self.spec, self.settings.samples_per_question, seed=seed)
-        return [s for row in rows for s in row]
+    def _responses(self, prompts: list[list[int]], questions: list[Question], given: list[list[int]], seed: int,
+                   values: RewardValues) -> tuple[list[list[int]], list[Scored]]:
+        """k responses to each prompt (which ends with the `given` start of a response), graded and
+        scored by the process whose devices sampled them; every process gets all, prompt by prompt."""
+        k, budget = self.settings.samples_per_question, self.settings.max_new_tokens
+        here = self.sampler.sample(prompts, self.spec, k, seed=seed)
+        # a response's budget counts its given start too
+        sampled = {i: [s.token_ids[: budget - len(given[i])] for s in rows] for i, rows in here.items()}
+        scored = iter(self.score([questions[i] for i in sampled for _ in range(k)],
+                                 [given[i] for i in sampled for _ in range(k)],
+                                 [tokens for rows in sampled.values() for tokens in rows], values))
+        local = {i: (rows, [next(scored) for _ in rows]) for i, rows in sampled.items()}
+        responses = gather_by_index(local, len(prompts))
+        return [t for rows, _ in responses for t in rows], [s for _, scores in responses for s in scores]
 
     def score(self, questions: list[Question], given: list[list[int]], sampled: list[list[int]],
               values: RewardValues) -> list[Scored]:
@@ -194,18 +206,16 @@ class Rollouts:
         rng = np.random.default_rng([self.config.seed, step])
         count = self.settings.branches
         starts = [points[i] for i in rng.choice(len(points), count, replace=len(points) < count)]
-        samples = self._sample([[*rollout.prompts[row], *rollout.sampled[row][:at]] for row, at in starts],
-                               seed=int(rng.integers(2**31)))
-        k, budget = self.settings.samples_per_question, self.settings.max_new_tokens
+        given = [rollout.sampled[row][:at] for row, at in starts]
+        sampled, scored = self._responses([[*rollout.prompts[row], *g] for (row, _), g in zip(starts, given)],
+                                          [rollout.questions[row] for row, _ in starts], given,
+                                          int(rng.integers(2**31)), values)
+        k = self.settings.samples_per_question
         rows = [(row, at) for row, at in starts for _ in range(k)]
-        given = [rollout.sampled[row][:at] for row, at in rows]
-        sampled = [s.token_ids[: budget - at] for s, (_, at) in zip(samples, rows)]  # a response's budget in all
-        questions = [rollout.questions[row] for row, _ in rows]
-        return Rollout(rollout.prompts + [rollout.prompts[row] + g for (row, _), g in zip(rows, given)],
-                       rollout.sampled + sampled, rollout.given + [at for _, at in rows],
-                       rollout.scored + self.score(questions, given, sampled, values),
-                       rollout.levels + [rollout.levels[row] for row, _ in rows], rollout.questions + questions,
-                       rollout.fresh)
+        return Rollout(rollout.prompts + [rollout.prompts[row] + rollout.sampled[row][:at] for row, at in rows],
+                       rollout.sampled + sampled, rollout.given + [at for _, at in rows], rollout.scored + scored,
+                       rollout.levels + [rollout.levels[row] for row, _ in rows],
+                       rollout.questions + [rollout.questions[row] for row, _ in rows], rollout.fresh)
 
 
 def training_questions(config: ml_collections.ConfigDict) -> list[Question]:

@@ -6,7 +6,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from sv_jax.distributed import on_process_zero
+from sv_jax.distributed import gather_by_index, map_shares, on_process_zero
 from sv_jax.errors import UserError
 from sv_jax.io import read_jsonl, write_jsonl
 from sv_jax.models import load_hf
@@ -38,22 +38,16 @@ def run(config: ml_collections.ConfigDict) -> None:
         vocab_size=len(tokenizer),
     )
     sampler = Sampler(model.config, model.params, batch_size=settings.batch_size)
-    samples = sampler.sample(
-        [tokenizer.encode(p) for p in prompts], spec, settings.num_samples, settings.seed, progress=True
-    )
+    here = sampler.sample(map_shares(tokenizer.encode, prompts, "prompts"), spec, settings.num_samples, settings.seed,
+                          progress=True)
     logging.info("sample: %d programs compiled", sampler.compilations)
+    # each process decodes the samples its devices made
+    decoded = {i: [{"prompt": prompts[i], "sample_index": sample.sample_index,
+                    "completion": tokenizer.decode(sample.token_ids, skip_special_tokens=True),
+                    "token_ids": sample.token_ids, "logprob": sample.logprob} for sample in samples]
+               for i, samples in here.items()}
+    records = [record for samples in gather_by_index(decoded, len(prompts)) for record in samples]
 
     output = epath.Path(config.workdir) / "samples.jsonl"
-    records = (
-        {
-            "prompt": prompt,
-            "sample_index": sample.sample_index,
-            "completion": tokenizer.decode(sample.token_ids, skip_special_tokens=True),
-            "token_ids": sample.token_ids,
-            "logprob": sample.logprob,
-        }
-        for prompt, prompt_samples in zip(prompts, samples)
-        for sample in prompt_samples
-    )
     on_process_zero(lambda: write_jsonl(output, records), "sample output")
-    print(f"sample: wrote {sum(map(len, samples))} samples of {len(prompts)} prompts to {output}")
+    print(f"sample: wrote {len(records)} samples of {len(prompts)} prompts to {output}")

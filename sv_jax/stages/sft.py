@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 
 from sv_jax.datasets import read_tfds
-from sv_jax.distributed import to_global
+from sv_jax.distributed import map_shares, to_global
 from sv_jax.errors import UserError, require_steps
 from sv_jax.io import numbered_jsonl
 from sv_jax.models import load_hf, param_shardings, save_hf
@@ -74,9 +74,10 @@ def run(config: ml_collections.ConfigDict) -> None:
     records = read_trajectories(config)
     policy = load_hf(data.policy_folder(config), config.model.dtype, config.model.param_dtype, mesh=mesh)
     template, cues = response_format(config)
-    examples = [to_example(policy.tokenizer, fill(template, question=r["question"]), actions, cues,
-                           settings.baseline, settings.kl_tokens, settings.retry_weight)
-                for r, actions in training_actions(records, settings, config.seed)]
+    examples = map_shares(lambda pair: to_example(policy.tokenizer, fill(template, question=pair[0]["question"]),
+                                                  pair[1], cues, settings.baseline, settings.kl_tokens,
+                                                  settings.retry_weight),
+                          training_actions(records, settings, config.seed), "trajectories")
     rows, row_length = row_shape(examples, settings)
     batches = Batches(examples, rows, row_length, settings.micro_batches, config.seed, settings.pack)
     steps = settings.baseline_steps if settings.baseline else settings.steps
