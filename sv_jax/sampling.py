@@ -334,16 +334,19 @@ def _programs_for(config: ModelConfig) -> _Programs:
 class Sampler:
     """Samples a model over many prompts with few compiled programs.
 
-    Prompts are sorted by length and cut into batches of `batch_size`; a batch's prompt length is
-    padded up to a power of two (at least 16) and a short last batch up to a power of two, so the
-    number of programs is about log2(longest prompt) × log2(batch_size) per spec at most.
+    Prompts are sorted by length and cut into batches of `batch_size`. Every batch of a call is
+    padded to one prompt length, the power of two (at least 16) that holds the call's longest prompt,
+    and at least `prompt_length`: a run of many calls (RL samples each step) sets it from its whole
+    input so that every call runs one program. A short last batch is padded to a power of two of
+    rows, so a call compiles at most 1 + log2(batch_size) programs per spec, and mostly one.
     `compilations` counts the programs this sampler traced; samplers of one model config share their
     programs (the main job evaluates five policies of one architecture and compiles each program once).
     """
 
-    def __init__(self, config: ModelConfig, params: Params, batch_size: int = 64):
+    def __init__(self, config: ModelConfig, params: Params, batch_size: int = 64, prompt_length: int = 0):
         self.params = params
         self.batch_size = batch_size
+        self.prompt_length = prompt_length
         self.compilations = 0
         self._programs = _programs_for(config)
         # a batch's rows split evenly over the mesh's data-parallel devices
@@ -367,8 +370,9 @@ class Sampler:
                    desc="sampling")
         new_tokens, start = 0, time.perf_counter()
         key = jax.random.key(seed)
+        length = prompt_bucket(max([self.prompt_length, *map(len, prompts)]))
         pending = [
-            (batch, self._dispatch([prompts[i] for i in batch], spec, num_samples, jax.random.fold_in(key, n)))
+            (batch, self._dispatch([prompts[i] for i in batch], length, spec, num_samples, jax.random.fold_in(key, n)))
             for n, batch in enumerate(batches)
         ]  # every batch is queued before the first is fetched: the device never waits for the host
         for batch, output in pending:
@@ -387,13 +391,13 @@ class Sampler:
         bar.close()
         return dict(sorted(results.items()))
 
-    def _dispatch(self, prompts: list[Sequence[int]], spec: SamplingSpec, num_samples: int, rng) -> SampleOutput:
-        """Pads one batch to its buckets and launches it (asynchronously)."""
+    def _dispatch(self, prompts: list[Sequence[int]], length: int, spec: SamplingSpec, num_samples: int,
+                  rng) -> SampleOutput:
+        """Pads one batch to `length` tokens and its row bucket, and launches it (asynchronously)."""
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token")
         rows = min(_next_power_of_two(len(prompts)), _next_power_of_two(self.batch_size))
         rows = -(-rows // self._rows_multiple) * self._rows_multiple
-        length = prompt_bucket(max(map(len, prompts)))
         tokens = np.zeros((rows, length), np.int32)
         mask = np.zeros((rows, length), np.int32)
         mask[len(prompts) :, -1] = 1  # filler rows hold one token so that every row is well-defined

@@ -216,7 +216,7 @@ def test_greedy_sampling_on_a_mesh_equals_one_device(shape):
     got = sampler.sample(prompts, spec, num_samples=2)
     assert [[s.token_ids for s in row] for row in got.values()] == [[s.token_ids for s in row] for row in want.values()]
     # each device decodes its own rows: a batch of 8 prompts x 2 samples, 16 / (data x fsdp) a device
-    output = sampler._dispatch(prompts[:8], spec, 2, jax.random.key(0))
+    output = sampler._dispatch(prompts[:8], 32, spec, 2, jax.random.key(0))
     assert shard(output.tokens) == (16 // (shape[0] * shape[1]), 80)
     lengths = [len(s.token_ids) for row in want.values() for s in row]
     assert min(lengths) < 64 < max(lengths)  # rows end early and late: the compacted phases ran too

@@ -4,6 +4,7 @@ each output once, and a run whose processes are all killed during RL resumes exa
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -62,15 +63,18 @@ def test_main_job_on_two_processes_equals_one_process_and_resumes_after_both_are
             read_rows(logged[i], i, what) for i in range(2))  # each process tokenized its own share
         assert first == 0 and second_first == last + 1 and second_last + 1 == total == second_total, what
 
-    workdir = tmp_path / "killed"
-    with Cluster([*MAIN_JOB, f"--workdir={workdir}"], processes=2, devices=4, logs=tmp_path / "killed_logs") as cluster:
+    # the stages before RL as the uninterrupted run left them; RL alone (no table) killed and rerun
+    workdir, rl_only = tmp_path / "killed", [*MAIN_JOB, "--config.rl.report=False"]
+    for stage in ("base", "data", "sft"):
+        shutil.copytree(root / "two" / stage, workdir / stage)
+    with Cluster([*rl_only, f"--workdir={workdir}"], processes=2, devices=4, logs=tmp_path / "killed_logs") as cluster:
         checkpoint, deadline = workdir / "rl" / "checkpoints" / "1", time.monotonic() + 300
         while not checkpoint.is_dir():
             assert cluster.running() and time.monotonic() < deadline, "the run ended before RL's first checkpoint"
             time.sleep(0.05)
         cluster.kill()  # SIGKILL, both processes
     assert not (workdir / "rl" / "model").exists()
-    run_cluster([*MAIN_JOB, f"--workdir={workdir}"], processes=2, devices=4, timeout=300, logs=tmp_path / "rerun_logs")
+    run_cluster([*rl_only, f"--workdir={workdir}"], processes=2, devices=4, timeout=300, logs=tmp_path / "rerun_logs")
     for stage in ("rl", "rl_outcome"):
         resumed, uninterrupted = (load_file(w / stage / "model" / "model.safetensors") for w in (workdir, root / "two"))
         for name in resumed:

@@ -145,9 +145,10 @@ class Rollouts:
         self.spec = SamplingSpec(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
                                  stop_sequences=stop_sequences_for(self.tokenizer, (self.cues.verdict_correct,)),
                                  vocab_size=len(self.tokenizer))
-        self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step)
-        # a row fits the longest prompt and a full response; scoring and updates pack several a row
+        # every step's questions are padded as the longest of all: one sampling program for the run
         longest = max(map(len, self.prompts))
+        self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step, longest)
+        # a row fits the longest prompt and a full response; scoring and updates pack several a row
         self.row_length = prompt_bucket(longest) + self.settings.max_new_tokens
 
     def chosen(self, step: int) -> np.ndarray:
