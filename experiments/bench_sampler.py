@@ -7,6 +7,13 @@ and generation. Prints one JSON line per case with both rates and their ratio; c
     python experiments/bench_sampler.py                    # the headline case (17M Qwen2, 256 x 128)
     python experiments/bench_sampler.py --suite=full       # 3 model sizes x batch 1, 16, 64 x greedy, sampled
     python experiments/bench_sampler.py --tunix_python=/work/tunix-venv/bin/python   # adds Tunix
+    python experiments/bench_sampler.py --suite=commands   # the `sample` stage as a user runs it, cold and warm
+
+`--suite=commands` times what a user meets: the whole `python -m sv_jax.main --config=configs/sample.py`
+command on a JSONL of text prompts, first with an empty compilation cache (cold), then again with
+the cache it filled (warm), against transformers' `generate` on the same token ids; both stop at EOS
+and draw from the tokenizer's vocabulary only, as the stage does. Two models: the 17M headline
+(32,000-entry embedding) and a wider one with a small vocabulary (hidden 512, 6 layers, 320 entries).
 
 Tunix pins its own jax, so it lives in a virtual environment of its own: experiments/peers/README.md.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,7 +41,12 @@ MODELS = {
                       num_key_value_heads=2, vocab_size=32000),
     "qwen2_100m": dict(hidden_size=640, intermediate_size=2560, num_hidden_layers=10, num_attention_heads=10,
                        num_key_value_heads=2, vocab_size=32000),
+    # the issue's ~20M model whose time goes to its layers, not to a wide output projection
+    "qwen2_wide_small_vocab": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=6,
+                                   num_attention_heads=8, num_key_value_heads=2, vocab_size=320),
 }
+WORDS = ("apples", "number", "seven", "twelve", "check", "answer", "Tom", "buys", "bags", "each", "is", "the",
+         "what", "total", "sum", "of", "and", "more", "than", "twice")
 
 
 def make_model(name: str, folder: Path) -> int:
@@ -88,6 +101,8 @@ def run_transformers(args) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    if args.ids:  # the sample stage's prompts as its tokenizer wrote them; stop at EOS as the stage does
+        return _transformers_on_ids(args, model)
     data = torch.tensor(prompts(args.num_prompts, args.prompt_len, model.config.vocab_size, args.seed))
     options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, eos_token_id=None,
                    pad_token_id=0, do_sample=args.mode == "sampled", use_cache=True)
@@ -106,11 +121,97 @@ def run_transformers(args) -> dict:
                 compile_s=0.0, generate_s=elapsed)
 
 
-def measure(peer: str, model: Path, case: dict, tunix_python: str | None) -> dict:
+def _transformers_on_ids(args, model) -> dict:
+    """Left-padded batches of the given token ids, each row ending at EOS; counts the tokens up to it."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
+    eos, vocab = tokenizer.eos_token_id, len(tokenizer)
+    options = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=eos, use_cache=True,
+                   do_sample=args.mode == "sampled", suppress_tokens=list(range(vocab, model.config.vocab_size)) or None)
+    options.update(dict(temperature=1.0, top_k=0, top_p=1.0) if args.mode == "sampled" else
+                   dict(temperature=None, top_k=None, top_p=None))
+    rows = json.loads(Path(args.ids).read_text())
+    tokens, start = 0, time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(rows), args.batch):
+            batch = rows[i : i + args.batch]
+            width = max(map(len, batch))
+            ids = torch.tensor([[eos] * (width - len(r)) + r for r in batch])
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch])
+            new = model.generate(ids, attention_mask=mask, **options)[:, width:].tolist()
+            tokens += sum(row.index(eos) + 1 if eos in row else len(row) for row in new)
+    elapsed = time.perf_counter() - start
+    return dict(peer="transformers", version=transformers.__version__, tokens_per_s=tokens / elapsed,
+                compile_s=0.0, generate_s=elapsed, tokens=tokens)
+
+
+def measure_sample_command(model: Path, case: dict, prompts_file: Path, cache: Path, workdir: Path) -> dict:
+    """The whole `sample` stage command; its tokens and the cache's loaded / compiled counts."""
+    command = [sys.executable, "-m", "sv_jax.main", "--config=configs/sample.py", f"--workdir={workdir}",
+               f"--config.model.path={model}", f"--config.sample.input={prompts_file}",
+               f"--config.sample.max_new_tokens={case['new_tokens']}", f"--config.sample.batch_size={case['batch']}",
+               f"--config.sample.temperature={1.0 if case['mode'] == 'sampled' else 0.0}",
+               f"--config.compilation_cache_dir={cache}"]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    command_s = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"the sample command failed:\n{result.stderr[-3000:]}")
+    loaded, compiled = map(int, re.search(r"compilation cache: (\d+) programs loaded, (\d+) compiled",
+                                          result.stdout).groups())
+    lines = (workdir / "samples.jsonl").read_text(encoding="utf-8").split("\n")  # texts may hold U+2028
+    records = [json.loads(line) for line in lines if line]
+    return dict(command_s=command_s, tokens=sum(len(r["token_ids"]) for r in records), loaded=loaded,
+                compiled=compiled)
+
+
+def write_prompts(model: Path, count: int, words: int, folder: Path, seed: int) -> tuple[Path, Path]:
+    """`count` text prompts of `words` random words (JSONL, for the stage) and their token ids as the
+    stage's tokenizer writes them (JSON, for transformers)."""
+    import numpy as np
+    import transformers
+
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, words)) for _ in range(count)]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    (folder / "prompts.jsonl").write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    (folder / "ids.json").write_text(json.dumps([tokenizer.encode(t) for t in texts]))
+    return folder / "prompts.jsonl", folder / "ids.json"
+
+
+def command_suite(tunix_python: str | None) -> None:
+    """The sample command cold and warm against transformers, per model and mode (one JSON line each)."""
+    if tunix_python:
+        print("tunix: not in the commands suite (its script takes random ids, not the stage's prompts)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("qwen2_17m", "qwen2_wide_small_vocab"):
+            folder = Path(tmp) / name
+            params = make_model(name, folder)
+            prompts_file, ids_file = write_prompts(folder, 256, 24, Path(tmp), seed=0)
+            for mode in ("sampled", "greedy"):
+                case = dict(model=name, params=params, batch=64, num_prompts=256, new_tokens=128, mode=mode)
+                cache = Path(tmp) / f"cache_{name}_{mode}"
+                cold = measure_sample_command(folder, case, prompts_file, cache, Path(tmp) / "cold")
+                warm = measure_sample_command(folder, case, prompts_file, cache, Path(tmp) / "warm")
+                peer = measure("transformers", folder, dict(case, prompt_len=0), None, ids=ids_file)
+                line = dict(case, ours_cold_s=round(cold["command_s"], 2), ours_warm_s=round(warm["command_s"], 2),
+                            ours_cold_compiled=cold["compiled"], ours_warm_compiled=warm["compiled"],
+                            ours_warm_loaded=warm["loaded"], ours_tokens=warm["tokens"],
+                            transformers_s=round(peer["command_s"], 2), transformers_tokens=peer["tokens"],
+                            warm_speedup_vs_transformers=round(peer["command_s"] / warm["command_s"], 2),
+                            cold_speedup_vs_transformers=round(peer["command_s"] / cold["command_s"], 2))
+                print(json.dumps(line), flush=True)
+
+
+def measure(peer: str, model: Path, case: dict, tunix_python: str | None, ids: Path | None = None) -> dict:
     """Runs one peer as a fresh command and adds the whole command's wall time."""
     flags = [f"--model={model}", f"--batch={case['batch']}", f"--num_prompts={case['num_prompts']}",
              f"--prompt_len={case['prompt_len']}", f"--new_tokens={case['new_tokens']}",
              f"--mode={case['mode']}", "--seed=0"]
+    if ids is not None:
+        flags.append(f"--ids={ids}")
     if peer == "tunix":
         command = [tunix_python, str(TUNIX_SCRIPT), *flags]
     else:
@@ -128,15 +229,19 @@ def measure(peer: str, model: Path, case: dict, tunix_python: str | None) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=("headline", "full"), default="headline")
+    parser.add_argument("--suite", choices=("headline", "full", "commands"), default="headline")
     parser.add_argument("--tunix_python", help="python of the Tunix virtual environment")
     parser.add_argument("--worker", choices=("ours", "transformers"), help=argparse.SUPPRESS)
+    parser.add_argument("--ids", help=argparse.SUPPRESS)  # a JSON file of prompt token ids (transformers)
     for name, default in [("model", ""), ("batch", 64), ("num_prompts", 256), ("prompt_len", 32),
                           ("new_tokens", 128), ("mode", "greedy"), ("seed", 0)]:
         parser.add_argument(f"--{name}", type=type(default), default=default)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_ours(args) if args.worker == "ours" else run_transformers(args)))
+        return
+    if args.suite == "commands":
+        command_suite(args.tunix_python)
         return
 
     if args.suite == "headline":
