@@ -301,7 +301,7 @@ def _next_power_of_two(n: int) -> int:
 
 
 def prompt_bucket(longest: int) -> int:
-    """The prompt length a batch whose longest prompt has `longest` tokens is padded to."""
+    """The prompt length that prompts of at most `longest` tokens are padded to."""
     return max(MIN_PROMPT_BUCKET, _next_power_of_two(longest))
 
 
@@ -370,9 +370,10 @@ class Sampler:
                    desc="sampling")
         new_tokens, start = 0, time.perf_counter()
         key = jax.random.key(seed)
-        length = prompt_bucket(max([self.prompt_length, *map(len, prompts)]))
+        padded_to = prompt_bucket(max([self.prompt_length, *map(len, prompts)]))
         pending = [
-            (batch, self._dispatch([prompts[i] for i in batch], length, spec, num_samples, jax.random.fold_in(key, n)))
+            (batch, self._dispatch([prompts[i] for i in batch], padded_to, spec, num_samples,
+                                   jax.random.fold_in(key, n)))
             for n, batch in enumerate(batches)
         ]  # every batch is queued before the first is fetched: the device never waits for the host
         for batch, output in pending:

@@ -83,7 +83,8 @@ def run(config: ml_collections.ConfigDict) -> None:
     # process grades the samples its devices made.
     texts = {i: [parse(tokenizer.decode(s.token_ids, skip_special_tokens=True), source.cues)[0].text for s in row]
              for i, row in here.items()}
-    attempts = gather_by_index(dict(zip(texts, source.grade(list(texts), list(texts.values())))), len(prompts))
+    graded = source.grade(list(texts), list(texts.values()))
+    attempts = gather_by_index(dict(zip(texts, graded)), len(prompts))
     # false rejections draw from their own stream, so that their share leaves every other draw as it was
     records, summary = construct(source, attempts, settings, np.random.default_rng(config.seed),
                                  np.random.default_rng([config.seed, 1]))
