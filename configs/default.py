@@ -30,6 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict()
     config.mesh.shape = (-1,)  # devices per mesh axis; -1 takes the rest
     config.mesh.axes = ("data",)
+    # The sampler's weights: "gathered" once per call into a whole copy on every device (split only
+    # over `model`) so that decode steps need no FSDP all-gather of every layer; "sharded": decode from
+    # the FSDP shards (chips too small for the copy); "auto": gathered where the copy, in the compute
+    # dtype, takes at most a quarter of a device (or the device's memory is unknown).
+    config.mesh.sampling_weights = "auto"
 
     # Several processes (hosts) as one run, through jax.distributed: 1 process needs none of it;
     # num_processes 0, an empty coordinator and process_id -1 are detected (TPU VM pods, SLURM).

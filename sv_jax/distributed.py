@@ -6,10 +6,13 @@ gloo on CPU, so that a test can run a real cluster of local processes. Host work
 process reads and tokenizes its share of a dataset (`map_shares`), and a row-sharded result comes back
 to the process whose devices hold the row (`rows_here`), which grades it; small Python results are then
 exchanged (`gather_by_index`). Files are written by process 0 alone, behind a barrier (`on_process_zero`).
+Barriers and exchanges of Python values go through the runtime's coordination service (its key-value
+store), not through device collectives: no program to compile, no wait for the devices' queue.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import sys
@@ -25,6 +28,12 @@ from sv_jax.errors import UserError
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# How long a process waits for the others at a barrier or an exchange (one may be writing a checkpoint).
+WAIT_MS = 60 * 60 * 1000
+CHUNK_BYTES = 1 << 20  # an exchanged value goes through the key-value store in pieces of at most this
+# Every process passes the same barriers and exchanges in the same order: the n-th one has one name.
+_exchanges = itertools.count()
 
 
 def initialize(config: ml_collections.ConfigDict) -> None:
@@ -64,8 +73,20 @@ def on_process_zero(write: Callable[[], Any], name: str) -> None:
     waits at a barrier called `name`, so that none reads the output before it is there."""
     if jax.process_index() == 0:
         write()
+    barrier(name)
+
+
+def barrier(name: str) -> None:
+    """Waits until every process has reached the barrier (`name` for the logs); nothing on one process."""
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+        _client().wait_at_barrier(f"sv_jax/{next(_exchanges)}/{name}", WAIT_MS)
+
+
+def _client():
+    """The coordination service's client that `jax.distributed.initialize` connected."""
+    from jax._src import distributed as runtime  # the client orbax's barriers use too; no public handle
+
+    return runtime.global_state.client
 
 
 def to_global(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -119,13 +140,31 @@ def gather_by_index(local: dict[int, T], count: int) -> list[T]:
 
 
 def _allgather_objects(value: Any) -> list[Any]:
-    """One picklable value from each process, in process order, on every process."""
-    data = np.frombuffer(pickle.dumps(value), np.uint8)
-    sizes = multihost_utils.process_allgather(np.array([data.size], np.int64))
-    padded = np.zeros(int(sizes.max()), np.uint8)
-    padded[: data.size] = data
-    gathered = multihost_utils.process_allgather(padded)
-    return [pickle.loads(gathered[i, : int(sizes[i, 0])].tobytes()) for i in range(len(sizes))]
+    """One picklable value from each process, in process order, on every process.
+
+    Each process puts its pickled value in the key-value store under this exchange's name and reads
+    the others'. It then deletes its keys of the exchange before: every process has read them, as
+    each set this exchange's keys only after reading all of that one's."""
+    client, number = _client(), next(_exchanges)
+    data = pickle.dumps(value)
+    pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+    mine = [f"sv_jax/{number}/{jax.process_index()}/{i}" for i in range(len(pieces))]
+    for key, piece in zip(mine, pieces):
+        client.key_value_set_bytes(key, piece)
+    client.key_value_set(f"sv_jax/{number}/{jax.process_index()}/pieces", str(len(pieces)))
+    values = []
+    for process in range(jax.process_count()):
+        name = f"sv_jax/{number}/{process}"
+        count = int(client.blocking_key_value_get(f"{name}/pieces", WAIT_MS))
+        values.append(pickle.loads(b"".join(client.blocking_key_value_get_bytes(f"{name}/{i}", WAIT_MS)
+                                            for i in range(count))))
+    for key in _previous_keys:
+        client.key_value_delete(key)
+    _previous_keys[:] = [*mine, f"sv_jax/{number}/{jax.process_index()}/pieces"]
+    return values
+
+
+_previous_keys: list[str] = []  # this process's keys of its last exchange
 
 
 def rows_here(tree: Any) -> tuple[np.ndarray, Any]:

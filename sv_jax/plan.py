@@ -1,15 +1,18 @@
 """The memory plan: before a stage starts, what each device will hold, against what it has.
 
 Per device: the parameters, the optimizer's moments, the gradients, the frozen reference policy,
-the training step's activations (under its remat policy, logits tiles included) and the sampler's
-KV cache. Parameter-sized figures are counted exactly from the architecture's shapes and the
-mesh's shardings (no weights are read). Activations come from the compiled training step's
-`memory_analysis()` at two and three layers, extrapolated to the model's depth (a layer's saved
-activations are the difference); where a backend gives no analysis, from a rough analytic count.
+the training step's activations (under its remat policy, logits tiles included), the sampler's
+KV cache and its whole copy of the weights (`mesh.sampling_weights`). Parameter-sized figures are
+counted exactly from the architecture's shapes and the mesh's shardings (no weights are read).
+Activations come from the compiled training step's `memory_analysis()` at two and three layers,
+extrapolated to the model's depth (a layer's saved activations are the difference); where a backend
+gives no analysis, or a run has no device memory to weigh them against (CPU without
+`config.hardware`; a dry run compiles all the same), from a rough analytic count.
 
 `resolve` first turns the `auto` settings of the real-model presets (`configs/presets.py`) into
 values for `config.hardware`: the mesh, float32 master parameters where they take at most half a
-device, the target's remat policy and one row per device per micro-batch. `--config.dry_run=True`
+device, the target's remat policy, one row per device per micro-batch, and the sampler's gathered
+copy of the weights where it takes at most a quarter of a device. `--config.dry_run=True`
 prints the plan, writes `workdir/plan.json` and exits: status 0 when it fits, 1 with one line that
 says what to change when it does not.
 """
@@ -34,7 +37,8 @@ from sv_jax.errors import UserError
 from sv_jax.models import ModelConfig, logical_axes, param_shapes, param_shardings
 from sv_jax.models.hf import read_hf_config
 from sv_jax.models.partitioning import RULES
-from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of, rows_sharding, state_shardings
+from sv_jax.sharding import (batch_sharding, data_parallelism, mesh_of, rows_sharding, split_over_model_only,
+                             state_shardings)
 from sv_jax.sampling import prompt_bucket
 from sv_jax.training.lm import LMStep, init_train_state
 from sv_jax.training.optimizer import make_optimizer
@@ -42,6 +46,7 @@ from sv_jax.training.ppo import PPOStep
 from sv_jax.training.rollout import row_ladder
 
 GIB = hardware.GIB
+SAMPLING_WEIGHTS = ("auto", "gathered", "sharded")
 BUILTIN_VOCAB = 1024  # the built-in task's tokenizer (sv_jax.tasks.tokenizer), rounded to 64
 
 
@@ -85,6 +90,7 @@ def resolve(config: ml_collections.ConfigDict) -> None:
         count = sum(math.prod(x.shape) for x in jax.tree.leaves(param_shapes(architecture(config, "float32"))))
         fits = target is None or (4 + 8 + 4 + 4) * count / target.devices <= 0.5 * target.memory_bytes
         config.model.param_dtype = "float32" if fits else "bfloat16"
+    _resolve_sampling_weights(config, target)
     dp = data_parallelism(mesh_of(config))
     for section, rows in (("sft", lambda: config.sft.batch_size),
                           ("rl", lambda: config.rl.questions_per_step * config.rl.samples_per_question
@@ -98,6 +104,23 @@ def resolve(config: ml_collections.ConfigDict) -> None:
             while rows() % micro:
                 micro -= 1
             config[section].micro_batches = micro
+
+
+def _resolve_sampling_weights(config: ml_collections.ConfigDict, target: hardware.Target | None) -> None:
+    """`mesh.sampling_weights` auto: gathered where the copy takes at most a quarter of a device, or
+    where the device's memory (or the model) is unknown."""
+    setting = config.mesh.sampling_weights
+    if setting not in SAMPLING_WEIGHTS:
+        raise UserError(f"config key 'mesh.sampling_weights': {setting!r} is not one of {', '.join(SAMPLING_WEIGHTS)}")
+    if setting != "auto":
+        return
+    memory = target.memory_bytes if target else _device_memory()
+    try:
+        mesh = mesh_of(config)
+        fits = memory is None or _sampling_copy_bytes(architecture(config).replace(mesh=mesh), mesh) <= memory / 4
+    except UserError:  # no model to weigh: its stage says why in its own words
+        fits = True
+    config.mesh.sampling_weights = "gathered" if fits else "sharded"
 
 
 def _update_rows(config: ml_collections.ConfigDict, multiple: int) -> int:
@@ -157,7 +180,7 @@ def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
     target = hardware.target(config.hardware) if config.hardware else None
     param_bytes = _shard_bytes(model, mesh)
     figures = {"parameters": param_bytes, "optimizer": 0, "gradients": 0, "reference": 0, "activations": 0,
-               "kv_cache": 0}
+               "kv_cache": 0, "sampling_weights": 0}
     step = training(config, stage, dp)
     memory = target.memory_bytes if target else _device_memory()
     source = "none"
@@ -165,14 +188,19 @@ def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
         figures["optimizer"] = 2 * _shard_bytes(model.replace(param_dtype="float32"), mesh)
         figures["gradients"] = param_bytes * (2 if step.micro_batches > 1 else 1)  # and the accumulated sum
         figures["reference"] = param_bytes if step.reference else 0
-        if memory is None or sum(figures.values()) <= memory:  # no compiling when the weights alone are too many
-            figures["activations"], source = _activations(model.replace(remat=step.remat), step, mesh)
+        model = model.replace(remat=step.remat)
+        if memory is None and not config.dry_run:  # nothing to weigh it against: the rough count, no compiling
+            figures["activations"], source = _analytic_activations(model, step, mesh), "analytic"
+        elif memory is None or sum(figures.values()) <= memory:  # no compiling when the weights alone are too many
+            figures["activations"], source = _activations(model, step, mesh)
     shape = sampling(config, stage)
     if shape is not None:
         rows, slots = shape
         figures["kv_cache"] = _kv_cache_bytes(model, -(-rows // dp), slots, mesh)
+        if config.mesh.sampling_weights == "gathered":
+            figures["sampling_weights"] = _sampling_copy_bytes(model, mesh)
     persistent = figures["parameters"] + figures["optimizer"] + figures["reference"]
-    total = persistent + max(figures["gradients"] + figures["activations"], figures["kv_cache"])
+    total = persistent + max(figures["gradients"] + figures["activations"], _sampling_bytes(figures))
     plan = {
         "stage": stage, "hardware": config.hardware or None, "devices": mesh.size, "mesh": dict(mesh.shape),
         "model": {"family": model.family, "layers": model.num_layers,
@@ -188,11 +216,23 @@ def memory_plan(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return plan
 
 
-def _shard_bytes(model: ModelConfig, mesh) -> int:
-    """Bytes of one device's shards of every parameter."""
+def _shard_bytes(model: ModelConfig, mesh, gathered: bool = False) -> int:
+    """Bytes of one device's shards of every parameter (`gathered`: whole but for the `model` split)."""
     shapes, shardings = param_shapes(model), param_shardings(model, mesh)
+    if gathered:
+        shardings = split_over_model_only(shardings)
     return sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
                for x, s in zip(jax.tree.leaves(shapes), jax.tree.leaves(shardings)))
+
+
+def _sampling_copy_bytes(model: ModelConfig, mesh) -> int:
+    """One device's part of the sampler's gathered copy of the weights (in the compute dtype)."""
+    return _shard_bytes(model.replace(param_dtype=model.dtype), mesh, gathered=True)
+
+
+def _sampling_bytes(figures: dict[str, int]) -> int:
+    """What sampling holds beside the persistent state: its KV cache and its copy of the weights."""
+    return figures["kv_cache"] + figures["sampling_weights"]
 
 
 def _kv_cache_bytes(model: ModelConfig, rows: int, slots: int, mesh) -> int:
@@ -294,7 +334,10 @@ def _advice(config: ml_collections.ConfigDict, plan: dict) -> str:
     if persistent + figures["gradients"] > 0.8 * memory:
         return ("set model.param_dtype=bfloat16 or use more devices" if plan["param_dtype"] == "float32"
                 else "use more devices (a larger slice or more nodes)")
-    if figures["kv_cache"] >= figures["gradients"] + figures["activations"]:
+    sampling_peak = _sampling_bytes(figures) >= figures["gradients"] + figures["activations"]
+    if sampling_peak and figures["sampling_weights"] >= figures["kv_cache"]:
+        return "set mesh.sampling_weights=sharded (sampling's whole copy of the weights)"
+    if sampling_peak:
         key = {"data": "data.batch_size", "eval": "eval.batch_size", "sample": "sample.batch_size",
                "rl": "rl.questions_per_step"}[stage]
         return f"lower {key} (the KV cache holds its rows)"

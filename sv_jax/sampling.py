@@ -25,7 +25,7 @@ from sv_jax.distributed import rows_here, to_global
 from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache, param_shardings
 from sv_jax.models.decoder import CACHE
 from sv_jax.models.partitioning import constrain
-from sv_jax.sharding import data_parallelism, replicated, rows_sharding
+from sv_jax.sharding import data_parallelism, replicated, rows_sharding, split_over_model_only
 
 MIN_PROMPT_BUCKET = 16
 
@@ -306,15 +306,22 @@ def prompt_bucket(longest: int) -> int:
 
 
 class _Programs:
-    """The jitted `generate` of one model config, and how many programs it has traced."""
+    """The jitted `generate` of one model config, and how many programs it has traced; on a mesh with
+    `gather_weights`, also the program that gathers the weights for it (see `Sampler`)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, gather_weights: bool):
         self.config = config
         self.traced = 0
+        self.gather = None
         layout = {}
         if config.mesh is not None:  # each device holds and decodes its own rows
+            param_layout = param_shardings(config, config.mesh)
+            if gather_weights:  # in the compute dtype: every use casts to it, so the samples do not change
+                param_layout = split_over_model_only(param_layout)
+                cast = lambda params: jax.tree.map(lambda x: x.astype(config.dtype), params)  # noqa: E731
+                self.gather = jax.jit(cast, out_shardings=param_layout)
             rows, lengths = rows_sharding(config.mesh), rows_sharding(config.mesh, ndim=1)
-            layout = dict(in_shardings=(param_shardings(config, config.mesh), rows, rows, replicated(config.mesh)),
+            layout = dict(in_shardings=(param_layout, rows, rows, replicated(config.mesh)),
                           out_shardings=SampleOutput(rows, rows, lengths))
         self.generate = jax.jit(self._traced_generate, static_argnums=(4, 5), **layout)
 
@@ -327,8 +334,8 @@ class _Programs:
 
 
 @functools.lru_cache(maxsize=None)
-def _programs_for(config: ModelConfig) -> _Programs:
-    return _Programs(config)
+def _programs_for(config: ModelConfig, gather_weights: bool) -> _Programs:
+    return _Programs(config, gather_weights)
 
 
 class Sampler:
@@ -341,14 +348,20 @@ class Sampler:
     rows, so a call compiles at most 1 + log2(batch_size) programs per spec, and mostly one.
     `compilations` counts the programs this sampler traced; samplers of one model config share their
     programs (the main job evaluates five policies of one architecture and compiles each program once).
+
+    On a mesh with `gather_weights`, each call first gathers the weights, in the compute dtype, whole
+    onto every device but for their `model` split (`mesh.sampling_weights`, counted by the memory
+    plan): FSDP would otherwise all-gather every layer at every decode step, between hosts over the
+    network. Without it, chips too small for the copy decode from the FSDP shards.
     """
 
-    def __init__(self, config: ModelConfig, params: Params, batch_size: int = 64, prompt_length: int = 0):
+    def __init__(self, config: ModelConfig, params: Params, batch_size: int = 64, prompt_length: int = 0,
+                 gather_weights: bool = True):
         self.params = params
         self.batch_size = batch_size
         self.prompt_length = prompt_length
         self.compilations = 0
-        self._programs = _programs_for(config)
+        self._programs = _programs_for(config, gather_weights)
         # a batch's rows split evenly over the mesh's data-parallel devices
         self._rows_multiple = data_parallelism(config.mesh)
 
@@ -371,8 +384,9 @@ class Sampler:
         new_tokens, start = 0, time.perf_counter()
         key = jax.random.key(seed)
         padded_to = prompt_bucket(max([self.prompt_length, *map(len, prompts)]))
+        params = self.decode_params()
         pending = [
-            (batch, self._dispatch([prompts[i] for i in batch], padded_to, spec, num_samples,
+            (batch, self._dispatch(params, [prompts[i] for i in batch], padded_to, spec, num_samples,
                                    jax.random.fold_in(key, n)))
             for n, batch in enumerate(batches)
         ]  # every batch is queued before the first is fetched: the device never waits for the host
@@ -392,8 +406,13 @@ class Sampler:
         bar.close()
         return dict(sorted(results.items()))
 
-    def _dispatch(self, prompts: list[Sequence[int]], length: int, spec: SamplingSpec, num_samples: int,
-                  rng) -> SampleOutput:
+    def decode_params(self) -> Params:
+        """The weights as the decode program takes them (gathered once a call, see the class)."""
+        gather = self._programs.gather
+        return self.params if gather is None else gather(self.params)
+
+    def _dispatch(self, params: Params, prompts: list[Sequence[int]], length: int, spec: SamplingSpec,
+                  num_samples: int, rng) -> SampleOutput:
         """Pads one batch to `length` tokens and its row bucket, and launches it (asynchronously)."""
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token")
@@ -411,7 +430,7 @@ class Sampler:
             tokens, mask = to_global((tokens, mask), rows_sharding(mesh))
             rng = to_global(rng, replicated(mesh))
         traced_before = self._programs.traced
-        output = self._programs.generate(self.params, tokens, mask, rng, spec, num_samples)
+        output = self._programs.generate(params, tokens, mask, rng, spec, num_samples)
         self.compilations += self._programs.traced - traced_before
         return output
 

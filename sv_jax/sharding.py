@@ -28,7 +28,7 @@ KNOWN_AXES = ("data", "fsdp", "model")
 ROW_AXES = RULES["activation_rows"]
 
 __all__ = ["batch_sharding", "data_parallelism", "make_mesh", "mesh_of", "param_shardings", "replicated",
-           "rows_sharding", "state_shardings"]
+           "rows_sharding", "split_over_model_only", "state_shardings"]
 
 
 def make_mesh(shape: Sequence[int], axes: Sequence[str], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -80,6 +80,19 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def data_parallelism(mesh: Mesh | None) -> int:
     """How many ways a batch's rows are split (1 without a mesh): rows a step must be a multiple of it."""
     return math.prod(mesh.shape.get(a, 1) for a in ROW_AXES) if mesh is not None else 1
+
+
+def split_over_model_only(shardings: Any) -> Any:
+    """`shardings` (a tree of `NamedSharding`s) with the row axes dropped: whole on every device but
+    for the `model` split. The sampler's copy of the weights, gathered once per call, so that decode
+    steps run without FSDP's all-gather of every layer at every step."""
+
+    def kept(entry):
+        named = entry if isinstance(entry, tuple) else (entry,)
+        axes = tuple(a for a in named if a is not None and a not in ROW_AXES)
+        return None if not axes else axes[0] if len(axes) == 1 else axes
+
+    return jax.tree.map(lambda s: NamedSharding(s.mesh, PartitionSpec(*map(kept, s.spec))), shardings)
 
 
 def state_shardings(state: Any, params: Any, optimizer: optax.GradientTransformation, mesh: Mesh) -> Any:

@@ -10,6 +10,7 @@ By hand, e.g. the tiny main job on two processes of four devices each, a mesh of
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +19,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def environment() -> dict[str, str]:
+    """A bare environment for a run of the package: the test session's compilation cache, if any."""
+    cache = {k: os.environ[k] for k in ("JAX_COMPILATION_CACHE_DIR",) if k in os.environ}
+    return {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", **cache}
 
 
 def free_port() -> int:
@@ -34,8 +41,7 @@ class Cluster:
         self.logs = Path(logs or tempfile.mkdtemp(prefix="cluster-"))
         self.logs.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu",
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        env = {**environment(), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
         self.processes = []
         for index in range(processes):
             keys = [f"--config.distributed.coordinator=127.0.0.1:{port}",

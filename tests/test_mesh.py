@@ -202,8 +202,8 @@ def test_kv_cache_splits_by_rows_and_kv_heads(shape):
     assert shard(logits) == (ROWS // (shape[0] * shape[1]), 1, 128 // shape[2])
 
 
-@pytest.mark.parametrize("shape", MESHES)
-def test_greedy_sampling_on_a_mesh_equals_one_device(shape):
+@pytest.mark.parametrize("shape,gather", [(shape, True) for shape in MESHES] + [((2, 2, 2), False)])
+def test_greedy_sampling_on_a_mesh_equals_one_device(shape, gather):
     rng = np.random.default_rng(2)
     prompts = [rng.integers(1, CONFIG.vocab_size, n).tolist() for n in (3, 9, 5, 17, 2, 12, 7, 4, 30, 6)]
     spec = SamplingSpec(max_new_tokens=80, temperature=0.0, stop_sequences=((5,), (17, 3)))
@@ -212,11 +212,17 @@ def test_greedy_sampling_on_a_mesh_equals_one_device(shape):
 
     mesh = make_mesh(shape, AXES)
     config = CONFIG.replace(mesh=mesh)
-    sampler = Sampler(config, jax.device_put(params, param_shardings(config, mesh)), batch_size=8)
+    sampler = Sampler(config, jax.device_put(params, param_shardings(config, mesh)), batch_size=8,
+                      gather_weights=gather)
     got = sampler.sample(prompts, spec, num_samples=2)
     assert [[s.token_ids for s in row] for row in got.values()] == [[s.token_ids for s in row] for row in want.values()]
+    # gathered, the decode weights are whole but for the model split; else the FSDP shards themselves
+    decoding = sampler.decode_params()
+    fsdp = shape[1] if not gather else 1
+    assert shard(decoding["layers"]["attention"]["q"]["kernel"]) == expected_shards((1, fsdp, shape[2]))["q"]
+    assert shard(decoding["embed"]["embedding"]) == expected_shards((1, fsdp, shape[2]))["embed"]
     # each device decodes its own rows: a batch of 8 prompts x 2 samples, 16 / (data x fsdp) a device
-    output = sampler._dispatch(prompts[:8], 32, spec, 2, jax.random.key(0))
+    output = sampler._dispatch(decoding, prompts[:8], 32, spec, 2, jax.random.key(0))
     assert shard(output.tokens) == (16 // (shape[0] * shape[1]), 80)
     lengths = [len(s.token_ids) for row in want.values() for s in row]
     assert min(lengths) < 64 < max(lengths)  # rows end early and late: the compacted phases ran too
@@ -233,3 +239,19 @@ def test_hf_import_writes_each_layer_into_the_stacked_shards(qwen2_folder):
     for array, sharding in zip(jax.tree.leaves(on_mesh.params), jax.tree.leaves(layout)):
         assert array.sharding.is_equivalent_to(sharding, array.ndim)
     jax.tree.map(np.testing.assert_array_equal, on_mesh.params, single.params)
+
+
+def test_the_gathered_copy_in_the_compute_dtype_samples_what_the_float32_shards_do():
+    """bfloat16 compute over float32 parameters: the copy gathered for sampling is cast to bfloat16
+    (half the memory), and every use of a parameter casts to bfloat16 anyway, so the samples agree."""
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(1, CONFIG.vocab_size, n).tolist() for n in (3, 9, 5, 17, 2, 12, 7, 4)]
+    spec = SamplingSpec(max_new_tokens=24, temperature=1.0)
+    mesh = make_mesh((1, 8, 1), AXES)
+    config = CONFIG.replace(mesh=mesh, dtype="bfloat16")
+    params = jax.device_put(params_of(CONFIG, scale=8), param_shardings(config, mesh))
+    gathered, sharded = (Sampler(config, params, batch_size=8, gather_weights=gather) for gather in (True, False))
+    assert {x.dtype for x in jax.tree.leaves(gathered.decode_params())} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(sharded.decode_params())} == {jnp.dtype(jnp.float32)}
+    got, want = (s.sample(prompts, spec, num_samples=2, seed=4) for s in (gathered, sharded))
+    assert [[s.token_ids for s in row] for row in got.values()] == [[s.token_ids for s in row] for row in want.values()]

@@ -78,9 +78,12 @@ def test_auto_settings_resolve_for_the_target():
     assert (tuple(config.mesh.axes), config.model.dtype, config.model.param_dtype) == (("fsdp",), "bfloat16", "float32")
     assert (config.sft.remat, config.rl.remat) == ("full", "full")
     assert (config.sft.micro_batches, config.rl.micro_batches) == (32 // 8, 64 * 4 // 4 // 8)  # a row per device
+    # sampling's bfloat16 copy of the weights (15 GB): a fifth of an H100, all of a v5e chip
+    assert config.mesh.sampling_weights == "gathered"
     small = preset(rl_config, "qwen25_math_7b", hardware="v5e-8")
     plan.resolve(small)
     assert small.model.param_dtype == "bfloat16"  # 16 GiB chips: no float32 master copy
+    assert small.mesh.sampling_weights == "sharded"
     wrong = preset(rl_config, "qwen25_math_7b", hardware="v5p-32")
     with pytest.raises(plan.UserError, match="config key 'hardware': v5p-32 has 16 devices, this run has 8"):
         plan.resolve(wrong)
@@ -106,6 +109,8 @@ def test_a_dry_run_writes_the_plan_and_exits_0_when_it_fits(tmp_path):
     planned = json.loads((tmp_path / "plan.json").read_text())
     # the sampler's cache: keys and values of 28 layers, 64 rows of 512 + 4096 slots, 2 KV heads of 128, bf16
     assert planned["bytes_per_device"]["kv_cache"] == 2 * 28 * 64 * (512 + 4096) * 2 * 128 * 2
+    # and the sampler's copy of the weights: on one device, every parameter in bfloat16
+    assert planned["bytes_per_device"]["sampling_weights"] == 2 * planned["model"]["parameters"]
     assert planned["fits"] and not (tmp_path / "eval").exists()  # nothing ran
 
 
@@ -118,6 +123,13 @@ def test_a_plan_that_does_not_fit_exits_1_with_one_line(tmp_path):
     planned = json.loads((tmp_path / "plan.json").read_text())
     assert planned["bytes_per_device"]["parameters"] == pytest.approx(4 * per_device, rel=0.01)
     assert math.isclose(planned["device_memory"], 15.75 * 2**30, rel_tol=1e-6)
+
+
+def test_an_unknown_sampling_weights_setting_is_one_line():
+    config = preset(rl_config, "qwen25_math_7b", hardware="8xh100")
+    config.mesh.sampling_weights = "copied"
+    with pytest.raises(plan.UserError, match="config key 'mesh.sampling_weights': 'copied' is not one of auto"):
+        plan.resolve(config)
 
 
 def test_an_unknown_target_is_one_line(tmp_path):

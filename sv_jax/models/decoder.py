@@ -13,6 +13,7 @@ are the rotary positions, independent of where a token sits in the array (left p
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -352,13 +353,29 @@ def init_params(config: ModelConfig, rng: jax.Array) -> Params:
 
 def param_shapes(config: ModelConfig) -> Params:
     """`jax.ShapeDtypeStruct` of every parameter, without allocating any."""
-    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    return _fresh_containers(_traced_param_shapes(config.replace(mesh=None)))
 
 
 def logical_axes(config: ModelConfig) -> Params:
     """The pytree of `PartitionSpec`s of logical axis names ('embed', 'heads', ...) of every parameter."""
-    boxed = jax.eval_shape(lambda: Decoder(config.replace(mesh=None)).init(jax.random.key(0), *_example_inputs())["params"])
+    return _fresh_containers(_traced_logical_axes(config.replace(mesh=None)))
+
+
+# Tracing the model's init for these costs ~0.2 s, and a run asks for them dozens of times.
+@functools.lru_cache(maxsize=32)
+def _traced_param_shapes(config: ModelConfig) -> Params:
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+@functools.lru_cache(maxsize=32)
+def _traced_logical_axes(config: ModelConfig) -> Params:
+    boxed = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), *_example_inputs())["params"])
     return nn.get_partition_spec(boxed)
+
+
+def _fresh_containers(tree: Params) -> Params:
+    """The same leaves in new dicts: a caller may change its tree without changing the cached one."""
+    return jax.tree.map(lambda leaf: leaf, tree, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def param_shardings(config: ModelConfig, mesh: Mesh) -> Params:

@@ -22,13 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
-from sv_jax.distributed import to_global, to_host
+from sv_jax.distributed import barrier, to_global, to_host
 from sv_jax.errors import UserError
 from sv_jax.io import is_remote, local_copy, written_locally
 from sv_jax.models.config import ModelConfig
@@ -269,8 +268,7 @@ def save_hf(
     finally:
         if writer:
             tmp.rmtree(missing_ok=True)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f"save_hf {target}")
+    barrier(f"save_hf {target}")
 
 
 def _write_weights(folder: os.PathLike | None, config: ModelConfig, params: Params, max_shard_bytes: int) -> None:

@@ -67,7 +67,7 @@ def run(config: ml_collections.ConfigDict) -> None:
                              row_multiple=data_parallelism(model_config.mesh))
         return to_global(batch, batch_sharding(model_config.mesh))
 
-    sampler = Sampler(model_config, state.params)
+    sampler = Sampler(model_config, state.params, gather_weights=config.mesh.sampling_weights != "sharded")
     validations = directory / "validation.jsonl"
 
     def competent(step_index: int, state) -> bool:
@@ -184,15 +184,16 @@ def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, 
                         vocab_size=len(tokenizer))
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
 
-    def answers(prompts: list[str]) -> list[str]:  # each process decodes the rows its devices sampled
-        here = sampler.sample(map_shares(encode, prompts, "measurement prompts"), spec)
-        decoded = {i: tokenizer.decode(rows[0].token_ids, skip_special_tokens=True) for i, rows in here.items()}
-        return gather_by_index(decoded, len(prompts))
-
-    texts = answers([builtin.prompt(p) for p in problems])
     rng = np.random.default_rng(seed)
     proposals = [p.answer if i % 2 == 0 else task.slipped_solution(p, rng)[1] for i, p in enumerate(problems)]
-    checks = answers([builtin.check_prompt(p, proposed) for p, proposed in zip(problems, proposals)])
+    # the questions and the checking exercises in one call: one sampling program for both
+    prompts = ([builtin.prompt(p) for p in problems]
+               + [builtin.check_prompt(p, proposed) for p, proposed in zip(problems, proposals)])
+    here = sampler.sample(map_shares(encode, prompts, "measurement prompts"), spec)
+    # each process decodes the rows its devices sampled
+    decoded = {i: tokenizer.decode(rows[0].token_ids, skip_special_tokens=True) for i, rows in here.items()}
+    answers = gather_by_index(decoded, len(prompts))
+    texts, checks = answers[: len(problems)], answers[len(problems) :]
     truths = np.array([proposed == p.answer for p, proposed in zip(problems, proposals)])
     judged = np.array([verdict(check, builtin.CUES) == truth for check, truth in zip(checks, truths)])
     styles = np.array([task.written_style(p, proposed, check)

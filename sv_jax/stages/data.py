@@ -76,8 +76,9 @@ def run(config: ml_collections.ConfigDict) -> None:
                         vocab_size=len(tokenizer))
     prompts = map_shares(lambda q: tokenizer.encode(source.prompt(q), add_special_tokens=False), source.questions,
                          "questions")
-    here = Sampler(policy.config, policy.params, settings.batch_size).sample(prompts, spec, settings.k, config.seed,
-                                                                              progress=True)
+    sampler = Sampler(policy.config, policy.params, settings.batch_size,
+                      gather_weights=config.mesh.sampling_weights != "sharded")
+    here = sampler.sample(prompts, spec, settings.k, config.seed, progress=True)
     # A sample that starts to verify or retry unprompted is cut there: an attempt is one solve action,
     # kept as sampled (its leading space included) so that SFT sees the tokens π₀ writes. Each
     # process grades the samples its devices made.
@@ -214,6 +215,7 @@ class QuestionsSource:
         self.template, self.cues = response_format(config)
         self.settings = settings
         self.seed = config.seed
+        self.gather_weights = config.mesh.sampling_weights != "sharded"
         if "{question}" not in self.template:
             raise UserError("config key 'data.prompt' must contain {question}")
         for style, template in settings.verifier.prompts.items():
@@ -243,8 +245,9 @@ class QuestionsSource:
             max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
             stop_sequences=stop_sequences_for(tokenizer, (self.cues.verdict_correct, self.cues.verdict_incorrect)),
             vocab_size=len(tokenizer))
-        here = Sampler(verifier.config, verifier.params, self.settings.batch_size).sample(
-            prompts, spec, settings.tries, self.seed + 1, progress=True)
+        here = Sampler(verifier.config, verifier.params, self.settings.batch_size,
+                       gather_weights=self.gather_weights).sample(prompts, spec, settings.tries, self.seed + 1,
+                                                                  progress=True)
         kept = {}  # each process reads the tries its devices sampled
         for r, tries in here.items():
             wanted = requests[r][3]

@@ -82,8 +82,9 @@ def run(config: ml_collections.ConfigDict) -> dict:
                         vocab_size=len(tokenizer))
     prompts = map_shares(lambda q: tokenizer.encode(fill(template, question=q.question), add_special_tokens=False),
                          questions, "eval questions")
-    here = Sampler(policy.config, policy.params, settings.batch_size).sample(prompts, spec, 1, settings.seed,
-                                                                              progress=True)
+    sampler = Sampler(policy.config, policy.params, settings.batch_size,
+                      gather_weights=config.mesh.sampling_weights != "sharded")
+    here = sampler.sample(prompts, spec, 1, settings.seed, progress=True)
     # each process grades the responses its devices sampled
     responses = {i: truncate(parse(tokenizer.decode(rows[0].token_ids, skip_special_tokens=True), cues), cues,
                              settings.max_attempts) for i, rows in here.items()}

@@ -147,7 +147,8 @@ class Rollouts:
                                  vocab_size=len(self.tokenizer))
         # every step's questions are padded as the longest of all: one sampling program for the run
         longest = max(map(len, self.prompts))
-        self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step, longest)
+        self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step, longest,
+                               gather_weights=config.mesh.sampling_weights != "sharded")
         # a row fits the longest prompt and a full response; scoring and updates pack several a row
         self.row_length = prompt_bucket(longest) + self.settings.max_new_tokens
 
@@ -278,6 +279,7 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
     with Checkpointer(directory / "checkpoints", every=settings.checkpoint_every) as checkpointer:
         start = checkpointer.latest_step() or 0
         if start:
+            print(f"rl {name}: resuming from step {start}")
             state, metadata = checkpointer.restore(state)
             if running is not None:
                 running.means = {_key(k): v for k, v in metadata.get("baseline", [])}

@@ -37,7 +37,8 @@ def run(config: ml_collections.ConfigDict) -> None:
         stop_sequences=stop_sequences_for(tokenizer, tuple(settings.stop)),
         vocab_size=len(tokenizer),
     )
-    sampler = Sampler(model.config, model.params, batch_size=settings.batch_size)
+    sampler = Sampler(model.config, model.params, batch_size=settings.batch_size,
+                      gather_weights=config.mesh.sampling_weights != "sharded")
     here = sampler.sample(map_shares(tokenizer.encode, prompts, "prompts"), spec, settings.num_samples, settings.seed,
                           progress=True)
     logging.info("sample: %d programs compiled", sampler.compilations)

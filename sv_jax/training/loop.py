@@ -69,6 +69,7 @@ def train(
     with Checkpointer(directory / "checkpoints", every=checkpoint_every) as checkpointer:
         start = checkpointer.latest_step() or 0
         if start:
+            print(f"{description}: resuming from step {start}")
             state, metadata = checkpointer.restore(state)
             if metadata.get("stopped"):
                 return state
