@@ -105,8 +105,12 @@ class PPOStep:
             return split
         return jax.lax.with_sharding_constraint(split, rows_sharding(self.config.mesh, split.ndim, rows_axis=1))
 
+    def normalizer(self, batch: Batch) -> jax.Array:
+        """What the minibatch's loss is averaged over: its response tokens."""
+        return jnp.maximum(batch["response_mask"].astype(jnp.float32).sum(), 1.0)
+
     def __call__(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-        tokens = jnp.maximum(batch["response_mask"].astype(jnp.float32).sum(), 1.0)
+        tokens = self.normalizer(batch)
 
         def accumulate(grads, micro):
             (_, metrics), micro_grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, micro, tokens)
