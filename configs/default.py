@@ -7,7 +7,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.stage = ""  # base | data | sft | rl | eval | sample
+    config.stage = ""  # base | data | sft | rl | offline | eval | sample
     config.workdir = "workdir"  # every stage reads and writes under it (--workdir overrides)
     config.seed = 0
     # A named target (sv_jax/hardware.py: v5e-8, v5e-64, v6e-8, v5p-8, v5p-32, 1xh100, 8xh100, 1xh200,

@@ -10,7 +10,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config = sft_config.get_config()  # a policy missing from the workdir is trained with these settings
     config.stage = "eval"
     config.eval = ml_collections.ConfigDict()
-    config.eval.policy = "sft"  # base | sft | sft_correct_only | rl (from the workdir); "": model.path
+    config.eval.policy = "sft"  # base | sft | sft_correct_only | rl | offline (from the workdir); "": model.path
     config.eval.dataset = ""  # a questions JSONL or TFDS folder; empty: the built-in task's test draw
     config.eval.split = "test"  # of a TFDS folder
     config.eval.num_questions = 500  # of the built-in test draw
@@ -23,4 +23,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     from configs import rl as rl_config  # here, not above: configs/rl.py builds on this file
 
     config.rl = rl_config.settings()  # a missing RL policy is trained with these
+    from configs import offline as offline_config
+
+    config.offline = offline_config.settings()  # and a missing offline RL policy with these
     return presets.apply(config, preset)

@@ -23,6 +23,8 @@ TINY = {
     "eval": dict(num_questions=8, max_new_tokens=48, batch_size=8),
     "rl": dict(steps=2, questions_per_step=2, samples_per_question=2, max_new_tokens=32, minibatches=2,
                checkpoint_every=1, warmup_steps=1),
+    "offline": dict(samples_per_question=2, max_new_tokens=64, batch_size=4, checkpoint_every=1, warmup_steps=1,
+                    baseline_min_count=1),
 }
 
 

@@ -26,6 +26,7 @@ def settings() -> ml_collections.ConfigDict:
     rl.reward = "process"
     rl.compare = ("outcome",)
     rl.report = True  # evaluate every policy of the recipe and print the table
+    rl.offline = False  # the table also trains and evaluates offline RL (stage offline, configs/offline.py)
     rl.process_credit = "action"  # action (the paper's) | reward_to_go
     # leave_one_out (over a question's samples; per action position for process rewards) or a running
     # mean by position, (difficulty level, position) or prefix of earlier action outcomes.

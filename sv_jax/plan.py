@@ -154,6 +154,11 @@ def training(config: ml_collections.ConfigDict, stage: str, dp: int) -> Training
         rl = config.rl
         time = prompt_bucket(config.plan.prompt_tokens) + rl.max_new_tokens
         return Training("ppo", _update_rows(config, dp * rl.micro_batches), time, rl.micro_batches, rl.remat, True)
+    if stage == "offline":  # one response a row, the step of PPO's shape (its objective differs, not its memory)
+        offline = config.offline
+        time = prompt_bucket(config.plan.prompt_tokens) + offline.max_new_tokens
+        rows = -(-offline.batch_size // (dp * offline.micro_batches)) * dp * offline.micro_batches
+        return Training("ppo", rows, time, offline.micro_batches, offline.remat, True)
     return None
 
 
@@ -168,6 +173,9 @@ def sampling(config: ml_collections.ConfigDict, stage: str) -> tuple[int, int] |
         return config.rl.questions_per_step * config.rl.samples_per_question, prompt + config.rl.max_new_tokens
     if stage == "sample":
         return config.sample.batch_size * config.sample.num_samples, prompt + config.sample.max_new_tokens
+    if stage == "offline":  # sampling 64 questions a batch (stages/offline.py), unless the responses come from a file
+        return (None if config.offline.responses else
+                (64 * config.offline.samples_per_question, prompt + config.offline.max_new_tokens))
     return None
 
 
@@ -339,7 +347,7 @@ def _advice(config: ml_collections.ConfigDict, plan: dict) -> str:
         return "set mesh.sampling_weights=sharded (sampling's whole copy of the weights)"
     if sampling_peak:
         key = {"data": "data.batch_size", "eval": "eval.batch_size", "sample": "sample.batch_size",
-               "rl": "rl.questions_per_step"}[stage]
+               "rl": "rl.questions_per_step", "offline": "offline.samples_per_question"}[stage]
         return f"lower {key} (the KV cache holds its rows)"
     if step["remat"] != "full":
         return f"set {stage}.remat=full"

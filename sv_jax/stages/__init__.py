@@ -10,7 +10,7 @@ from sv_jax.errors import UserError
 
 # Every stage of the recipe, in the order a fresh workdir needs them; each a module
 # `sv_jax.stages.<name>` with a `run(config)`.
-STAGES = ("base", "data", "sft", "rl", "eval", "sample")
+STAGES = ("base", "data", "sft", "rl", "offline", "eval", "sample")
 
 
 def run(config: ml_collections.ConfigDict) -> None:

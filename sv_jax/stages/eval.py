@@ -3,7 +3,7 @@
 The policy answers each question once (greedy by default) in the response format, stopping after a
 "correct" verdict or `eval.max_attempts` attempts. Writes `workdir/eval/<name>.json` (the figures
 of `sv_jax.evaluation`) and `workdir/eval/<name>.records.jsonl` (one record per question). A policy
-named from the workdir (`base`, `sft`, `sft_correct_only`, `rl`) is trained first if missing.
+named from the workdir (`base`, `sft`, `sft_correct_only`, `rl`, `offline`) is trained first if missing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sv_jax.tasks.grading import grade_rows
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.trajectory import build, parse
 
-POLICIES = ("base", "sft", "sft_correct_only", "rl", "rl_outcome", "rl_process")
+POLICIES = ("base", "sft", "sft_correct_only", "rl", "rl_outcome", "rl_process", "offline")
 
 
 def policy_folder(config: ml_collections.ConfigDict) -> epath.Path:

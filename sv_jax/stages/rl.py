@@ -51,7 +51,7 @@ from sv_jax.trajectory import SOLVE, VERIFY, Cues, parse, verdict
 
 REWARDS = ("outcome", "process")
 TABLE = (("base", "base"), ("sft_correct_only", "correct-only SFT"), ("sft", "S²R SFT"),
-         ("rl_outcome", "S²R RL (outcome)"), ("rl_process", "S²R RL (process)"))
+         ("rl_outcome", "S²R RL (outcome)"), ("rl_process", "S²R RL (process)"), ("offline", "S²R offline RL"))
 TABLE_FIGURES = ("acc_first", "acc_final", "verify_acc", "error_recall", "wrong_to_right", "right_to_wrong",
                  "mean_attempts")
 
@@ -165,14 +165,14 @@ class Rollouts:
         k = self.settings.samples_per_question
         self.sampler.params = params
         prompts, questions = [self.prompts[i] for i in chosen], [self.questions[i] for i in chosen]
-        sampled, scored = self._responses(prompts, questions, [[]] * len(chosen), self.config.seed * 1_000_003 + step,
+        sampled, scored = self.responses(prompts, questions, [[]] * len(chosen), self.config.seed * 1_000_003 + step,
                                           values)
         rollout = Rollout([p for p in prompts for _ in range(k)], sampled, [0] * len(sampled), scored,
                           [self.levels[i] for i in chosen for _ in range(k)], [q for q in questions for _ in range(k)],
                           len(sampled))
         return self.branch(rollout, step, values) if self.settings.branches else rollout
 
-    def _responses(self, prompts: list[list[int]], questions: list[Question], given: list[list[int]], seed: int,
+    def responses(self, prompts: list[list[int]], questions: list[Question], given: list[list[int]], seed: int,
                    values: RewardValues) -> tuple[list[list[int]], list[Scored]]:
         """k responses to each prompt (which ends with the `given` start of a response), graded and
         scored by the process whose devices sampled them; every process gets all, prompt by prompt."""
@@ -209,7 +209,7 @@ class Rollouts:
         count = self.settings.branches
         starts = [points[i] for i in rng.choice(len(points), count, replace=len(points) < count)]
         given = [rollout.sampled[row][:at] for row, at in starts]
-        sampled, scored = self._responses([[*rollout.prompts[row], *g] for (row, _), g in zip(starts, given)],
+        sampled, scored = self.responses([[*rollout.prompts[row], *g] for (row, _), g in zip(starts, given)],
                                           [rollout.questions[row] for row, _ in starts], given,
                                           int(rng.integers(2**31)), values)
         k = self.settings.samples_per_question
@@ -422,6 +422,8 @@ def report(config: ml_collections.ConfigDict) -> dict[str, dict]:
     rows = {}
     for policy, label in TABLE:
         if policy.startswith("rl_") and policy.removeprefix("rl_") not in (config.rl.reward, *config.rl.compare):
+            continue
+        if policy == "offline" and not config.rl.offline:
             continue
         settings = copy.deepcopy(config)
         settings.eval.policy, settings.eval.name = policy, policy  # eval finds rl_<reward> where it was written

@@ -1,4 +1,5 @@
-"""Stage `sample`: K completions per prompt of a JSONL file, in input order, to workdir/samples.jsonl."""
+"""Stage `sample`: K completions per prompt of a JSONL file, in input order, to workdir/samples.jsonl
+(with each input's `id`, if it has one)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ def run(config: ml_collections.ConfigDict) -> None:
         raise UserError("config key 'model.path' is empty: set it to a local HF model folder")
     if not settings.input:
         raise UserError("config key 'sample.input' is empty: set it to a JSONL file of prompts or questions")
-    records = read_jsonl(settings.input, any_of=("prompt", "question"))
+    inputs = read_jsonl(settings.input, any_of=("prompt", "question"))
     try:
         prompts = [r["prompt"] if "prompt" in r else settings.question_template.format(question=r["question"])
-                   for r in records]
+                   for r in inputs]
     except (KeyError, IndexError) as error:
         raise UserError(f"config key 'sample.question_template': no field {error} to fill; use {{question}}") from None
 
@@ -42,8 +43,9 @@ def run(config: ml_collections.ConfigDict) -> None:
     here = sampler.sample(map_shares(tokenizer.encode, prompts, "prompts"), spec, settings.num_samples, settings.seed,
                           progress=True)
     logging.info("sample: %d programs compiled", sampler.compilations)
-    # each process decodes the samples its devices made
-    decoded = {i: [{"prompt": prompts[i], "sample_index": sample.sample_index,
+    # each process decodes the samples its devices made; an input's id comes along (offline RL reads it)
+    decoded = {i: [{**({"id": inputs[i]["id"]} if "id" in inputs[i] else {}), "prompt": prompts[i],
+                    "sample_index": sample.sample_index,
                     "completion": tokenizer.decode(sample.token_ids, skip_special_tokens=True),
                     "token_ids": sample.token_ids, "logprob": sample.logprob} for sample in samples]
                for i, samples in here.items()}

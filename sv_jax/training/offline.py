@@ -41,10 +41,12 @@ class Selection:
     counts: dict[str, int]
 
 
-def alternates(scored: Scored, max_actions: int) -> bool:
-    """Solve, verify, solve, verify, ... in pairs, at most `max_actions` in all."""
+def well_formed(scored: Scored, max_actions: int) -> bool:
+    """Solve, verify, solve, verify, ... in pairs, at most `max_actions` in all, each action with
+    tokens of its own (a response cut at the token limit may end on an empty one)."""
     kinds = [a.kind for a in scored.actions]
-    return 0 < len(kinds) <= max_actions and len(kinds) % 2 == 0 and kinds == [SOLVE, VERIFY] * (len(kinds) // 2)
+    paired = 0 < len(kinds) <= max_actions and kinds == [SOLVE, VERIFY] * (len(kinds) // 2)
+    return paired and set(range(len(kinds))) <= set(scored.token_action.tolist())
 
 
 def learned_part(scored: Scored) -> tuple[int, int]:
@@ -71,7 +73,7 @@ def select(scored: Sequence[Scored], questions: Sequence[int], accuracy_range: t
               "negatives": 0, "negatives_kept": 0}
     kept = []
     for question in sorted(in_range):
-        formed = [i for i in in_range[question] if alternates(scored[i], max_actions)]
+        formed = [i for i in in_range[question] if well_formed(scored[i], max_actions)]
         positives = [i for i in formed if any(scored[i].solve_correct)]
         negatives = [i for i in formed if not any(scored[i].solve_correct)]
         if len(negatives) > len(positives):

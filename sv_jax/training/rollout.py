@@ -115,9 +115,10 @@ class Packing:
         return out
 
 
-def place(per_response: Sequence[np.ndarray], offsets: np.ndarray, length: int) -> np.ndarray:
-    """Per-response token arrays onto `[rows, length]` target positions (0 elsewhere)."""
-    out = np.zeros((len(per_response), length), np.float32)
+def place(per_response: Sequence[np.ndarray], offsets: np.ndarray, length: int, fill: float = 0,
+          dtype: type = np.float32) -> np.ndarray:
+    """Per-response token arrays onto `[rows, length]` target positions (`fill` elsewhere)."""
+    out = np.full((len(per_response), length), fill, dtype)
     for row, (values, offset) in enumerate(zip(per_response, offsets)):
         out[row, offset : offset + len(values)] = values[: length - offset]
     return out
