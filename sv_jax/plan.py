@@ -42,6 +42,7 @@ from sv_jax.sharding import (batch_sharding, data_parallelism, mesh_of, rows_sha
 from sv_jax.sampling import prompt_bucket
 from sv_jax.training.lm import LMStep, init_train_state
 from sv_jax.training.optimizer import make_optimizer
+from sv_jax.training.offline import QUESTIONS_A_SAMPLER_BATCH
 from sv_jax.training.ppo import PPOStep
 from sv_jax.training.rollout import row_ladder
 
@@ -173,9 +174,9 @@ def sampling(config: ml_collections.ConfigDict, stage: str) -> tuple[int, int] |
         return config.rl.questions_per_step * config.rl.samples_per_question, prompt + config.rl.max_new_tokens
     if stage == "sample":
         return config.sample.batch_size * config.sample.num_samples, prompt + config.sample.max_new_tokens
-    if stage == "offline":  # sampling 64 questions a batch (stages/offline.py), unless the responses come from a file
-        return (None if config.offline.responses else
-                (64 * config.offline.samples_per_question, prompt + config.offline.max_new_tokens))
+    if stage == "offline":  # unless the responses come from a file
+        return (None if config.offline.responses else (QUESTIONS_A_SAMPLER_BATCH * config.offline.samples_per_question,
+                                                       prompt + config.offline.max_new_tokens))
     return None
 
 

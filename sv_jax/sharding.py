@@ -27,8 +27,8 @@ from sv_jax.models.partitioning import RULES
 KNOWN_AXES = ("data", "fsdp", "model")
 ROW_AXES = RULES["activation_rows"]
 
-__all__ = ["batch_sharding", "data_parallelism", "make_mesh", "mesh_of", "param_shardings", "replicated",
-           "rows_sharding", "split_over_model_only", "state_shardings"]
+__all__ = ["batch_sharding", "data_parallelism", "gathers_sampling_weights", "make_mesh", "mesh_of",
+           "param_shardings", "replicated", "rows_sharding", "split_over_model_only", "state_shardings"]
 
 
 def make_mesh(shape: Sequence[int], axes: Sequence[str], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -58,6 +58,12 @@ def mesh_of(config: ml_collections.ConfigDict) -> Mesh:
 @functools.lru_cache(maxsize=None)
 def _cached_mesh(shape: tuple[int, ...], axes: tuple[str, ...]) -> Mesh:
     return make_mesh(shape, axes)
+
+
+def gathers_sampling_weights(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run's samplers gather their weights once a call (`mesh.sampling_weights`; an
+    unresolved `auto` gathers, as it resolves where the device memory is unknown)."""
+    return config.mesh.sampling_weights != "sharded"
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -65,6 +65,7 @@ def test_the_stage_selects_trains_and_exports_from_a_responses_file(prepared, tm
     assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1))
     assert len(metrics) == -(-2 * questions // config.offline.batch_size)
     assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first step's ratios are all 1
+    assert all(m["tokens_per_s"] > 0 for m in metrics)  # the step reports its learned tokens
     trained, sft = (load_file(tmp_path / name / "model" / "model.safetensors") for name in ("offline", "sft"))
     assert any(not np.array_equal(trained[name], sft[name]) for name in trained)
     written = [json.loads(line) for line in (tmp_path / "offline" / "questions.jsonl").read_text().splitlines()]

@@ -20,7 +20,7 @@ from sv_jax.errors import require_steps
 from sv_jax.io import written_locally
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, param_shardings, save_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
-from sv_jax.sharding import batch_sharding, data_parallelism, mesh_of
+from sv_jax.sharding import batch_sharding, data_parallelism, gathers_sampling_weights, mesh_of
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin
 from sv_jax.tasks.tokenizer import train_tokenizer
@@ -67,7 +67,7 @@ def run(config: ml_collections.ConfigDict) -> None:
                              row_multiple=data_parallelism(model_config.mesh))
         return to_global(batch, batch_sharding(model_config.mesh))
 
-    sampler = Sampler(model_config, state.params, gather_weights=config.mesh.sampling_weights != "sharded")
+    sampler = Sampler(model_config, state.params, gather_weights=gathers_sampling_weights(config))
     validations = directory / "validation.jsonl"
 
     def competent(step_index: int, state) -> bool:

@@ -24,7 +24,7 @@ from sv_jax.errors import UserError
 from sv_jax.io import write_jsonl
 from sv_jax.models import LoadedModel, load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
-from sv_jax.sharding import mesh_of
+from sv_jax.sharding import gathers_sampling_weights, mesh_of
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin, fill, response_format
 from sv_jax.tasks.grading import grade_rows
@@ -77,7 +77,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     prompts = map_shares(lambda q: tokenizer.encode(source.prompt(q), add_special_tokens=False), source.questions,
                          "questions")
     sampler = Sampler(policy.config, policy.params, settings.batch_size,
-                      gather_weights=config.mesh.sampling_weights != "sharded")
+                      gather_weights=gathers_sampling_weights(config))
     here = sampler.sample(prompts, spec, settings.k, config.seed, progress=True)
     # A sample that starts to verify or retry unprompted is cut there: an attempt is one solve action,
     # kept as sampled (its leading space included) so that SFT sees the tokens π₀ writes. Each
@@ -215,7 +215,7 @@ class QuestionsSource:
         self.template, self.cues = response_format(config)
         self.settings = settings
         self.seed = config.seed
-        self.gather_weights = config.mesh.sampling_weights != "sharded"
+        self.gather_weights = gathers_sampling_weights(config)
         if "{question}" not in self.template:
             raise UserError("config key 'data.prompt' must contain {question}")
         for style, template in settings.verifier.prompts.items():

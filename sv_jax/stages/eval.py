@@ -21,7 +21,7 @@ from sv_jax.evaluation import read_attempts, score, truncate
 from sv_jax.io import write_jsonl
 from sv_jax.models import load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
-from sv_jax.sharding import mesh_of
+from sv_jax.sharding import gathers_sampling_weights, mesh_of
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import fill, response_format
 from sv_jax.tasks.grading import grade_rows
@@ -83,7 +83,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     prompts = map_shares(lambda q: tokenizer.encode(fill(template, question=q.question), add_special_tokens=False),
                          questions, "eval questions")
     sampler = Sampler(policy.config, policy.params, settings.batch_size,
-                      gather_weights=config.mesh.sampling_weights != "sharded")
+                      gather_weights=gathers_sampling_weights(config))
     here = sampler.sample(prompts, spec, 1, settings.seed, progress=True)
     # each process grades the responses its devices sampled
     responses = {i: truncate(parse(tokenizer.decode(rows[0].token_ids, skip_special_tokens=True), cues), cues,

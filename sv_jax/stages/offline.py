@@ -31,7 +31,7 @@ from sv_jax.stages import rl
 from sv_jax.tasks import fill, response_format
 from sv_jax.training.lm import placed_train_state
 from sv_jax.training.loop import train
-from sv_jax.training.offline import OfflineStep, action_rewards, fixed_baselines, select
+from sv_jax.training.offline import QUESTIONS_A_SAMPLER_BATCH, OfflineStep, action_rewards, fixed_baselines, select
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import policy_outputs
 from sv_jax.training.rewards import RewardValues, Scored
@@ -144,7 +144,7 @@ def _sampling_config(config: ml_collections.ConfigDict) -> ml_collections.Config
     made.rl.samples_per_question = config.offline.samples_per_question
     made.rl.temperature = config.offline.temperature
     made.rl.max_new_tokens = config.offline.max_new_tokens
-    made.rl.questions_per_step = 64  # prompts a sampler batch (the memory plan's figure too)
+    made.rl.questions_per_step = QUESTIONS_A_SAMPLER_BATCH
     made.rl.min_level = 0
     return made
 

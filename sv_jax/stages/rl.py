@@ -33,7 +33,7 @@ from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, param_shardings, save_hf
 from sv_jax.models.config import REMAT_POLICIES
 from sv_jax.sampling import Sampler, SamplingSpec, prompt_bucket, stop_sequences_for
-from sv_jax.sharding import data_parallelism, mesh_of, replicated, rows_sharding
+from sv_jax.sharding import data_parallelism, gathers_sampling_weights, mesh_of, replicated, rows_sharding
 from sv_jax.stages import data
 from sv_jax.stages import eval as evaluate
 from sv_jax.stages import sft
@@ -148,7 +148,7 @@ class Rollouts:
         # every step's questions are padded as the longest of all: one sampling program for the run
         longest = max(map(len, self.prompts))
         self.sampler = Sampler(policy.config, policy.params, self.settings.questions_per_step, longest,
-                               gather_weights=config.mesh.sampling_weights != "sharded")
+                               gather_weights=gathers_sampling_weights(config))
         # a row fits the longest prompt and a full response; scoring and updates pack several a row
         self.row_length = prompt_bucket(longest) + self.settings.max_new_tokens
 

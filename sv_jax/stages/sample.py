@@ -12,7 +12,7 @@ from sv_jax.errors import UserError
 from sv_jax.io import read_jsonl, write_jsonl
 from sv_jax.models import load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
-from sv_jax.sharding import mesh_of
+from sv_jax.sharding import gathers_sampling_weights, mesh_of
 
 
 def run(config: ml_collections.ConfigDict) -> None:
@@ -39,7 +39,7 @@ def run(config: ml_collections.ConfigDict) -> None:
         vocab_size=len(tokenizer),
     )
     sampler = Sampler(model.config, model.params, batch_size=settings.batch_size,
-                      gather_weights=config.mesh.sampling_weights != "sharded")
+                      gather_weights=gathers_sampling_weights(config))
     here = sampler.sample(map_shares(tokenizer.encode, prompts, "prompts"), spec, settings.num_samples, settings.seed,
                           progress=True)
     logging.info("sample: %d programs compiled", sampler.compilations)

@@ -29,6 +29,9 @@ from sv_jax.training.ppo import PPOStep, policy_outputs
 from sv_jax.training.rewards import Scored
 
 
+QUESTIONS_A_SAMPLER_BATCH = 64  # when the stage samples its responses itself (and the memory plan's figure)
+
+
 @dataclasses.dataclass(frozen=True)
 class Selection:
     """The responses kept (indices into the scored list), how many of each one's tokens and actions
@@ -162,4 +165,5 @@ class OfflineStep(PPOStep):
         logprobs, _, _ = policy_outputs(self.config, params, micro, self.temperature)
         total, metrics = action_loss(logprobs, micro["reference_logprobs"], micro["advantages"], micro["action_ids"],
                                      self.num_actions, self.clip, self.kl_coef, actions)
-        return total, {**metrics, "loss": total}
+        tokens = (micro["action_ids"] >= 0).sum()  # learned tokens (the training loop's tokens_per_s)
+        return total, {**metrics, "loss": total, "tokens": tokens}
