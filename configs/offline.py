@@ -30,7 +30,7 @@ def settings() -> ml_collections.ConfigDict:
     offline.max_actions = 10  # a response with more actions is dropped
     offline.reward = "process"  # process (each action) | outcome (the response as one action)
     offline.rewards = ml_collections.ConfigDict(dict(right=1.0, wrong=-1.0, no_end=-1.0, verify_bonus=1.0,
-                                                     retry_bonus=1.0))
+                                                     retry_bonus=1.0, retry_bonus_on="to_right", repeat=0.0))
     # The fixed baseline of an action: the mean reward of the kept actions at its key, 0 under
     # `baseline_min_count`: accuracy_position (its question's accuracy, its position), position, prefix.
     offline.baseline = "accuracy_position"

@@ -37,7 +37,10 @@ def settings() -> ml_collections.ConfigDict:
     rl.gae_lambda = 0.95
     rl.value_coef = 0.5
     rl.whiten = False
-    rl.rewards = ml_collections.ConfigDict(dict(right=1.0, wrong=-1.0, no_end=-1.0, verify_bonus=1.0, retry_bonus=1.0))
+    # retry_bonus_on: to_right (a wrong → right flip) | change (either way, the paper's); repeat: added to
+    # an attempt whose answer a check rejected earlier in the response (e.g. -1)
+    rl.rewards = ml_collections.ConfigDict(dict(right=1.0, wrong=-1.0, no_end=-1.0, verify_bonus=1.0, retry_bonus=1.0,
+                                                retry_bonus_on="to_right", repeat=0.0))
     # Rollouts: the RLOO group is a question's samples. With 16 questions a step the rollout reward
     # showed no trend over 40 steps and two runs ended 5 points apart; with 32 it rose from 0.63 to
     # ~0.85 (experiments/RESULTS.md).

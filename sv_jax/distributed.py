@@ -126,6 +126,14 @@ def map_shares(fn: Callable[[T], R], items: Sequence[T], what: str) -> list[R]:
     return [result for part, _ in parts for result in part]
 
 
+def first_failure(failure: str | None) -> str | None:
+    """The first process's failure (in process order) if any process had one, on every process: so
+    that all take the same branch after a step that may fail on some of them."""
+    if jax.process_count() == 1:
+        return failure
+    return next((f for f in _allgather_objects(failure) if f is not None), None)
+
+
 def gather_by_index(local: dict[int, T], count: int) -> list[T]:
     """Every process's `{index: item}` (together: each index below `count` once) as one list in index
     order, on every process."""

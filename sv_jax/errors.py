@@ -11,6 +11,11 @@ class UserError(Exception):
     """
 
 
+class Diverged(Exception):
+    """A non-finite loss or gradient norm: the stage stops (exit status 1) with one line naming the step,
+    its newest checkpoint from before that step."""
+
+
 def require_steps(settings: ml_collections.ConfigDict, section: str, *keys: str) -> None:
     """Raises UserError unless each of `section`'s step counts `keys` is at least 1: with none a
     training stage would export its starting policy as if trained."""

@@ -3,6 +3,9 @@ verifications judge the attempts they follow (DESIGN.md section 2, Evaluation). 
 
 A response is read as attempts, each optionally followed by its verification. A verification with
 no readable verdict counts as wrong; an attempt nobody verified is neither flagged nor confirmed.
+Self-correction is read per rejection: after a true catch, is the retry right (`fix_rate`) or does it
+write an answer already rejected (`repeat_rate`); after a false rejection, does the response end
+wrong (`break_rate`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import numpy as np
 from sv_jax.trajectory import SOLVE, VERIFY, Action, Cues, verdict
 
 FIGURES = ("acc_first", "acc_final", "verify_acc", "error_recall", "correct_recall", "correct_precision",
-           "wrong_to_right", "right_to_wrong", "mean_attempts", "mean_tokens", "n")
+           "wrong_to_right", "right_to_wrong", "fix_rate", "repeat_rate", "break_rate", "mean_attempts",
+           "mean_tokens", "n")
+Graded = tuple[bool, str | None]  # an attempt's (right?, the answer the grader read in it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +28,7 @@ class Attempt:
     correct: bool
     verdict: bool | None  # True "correct", False "incorrect", None unreadable
     verified: bool  # a verification followed the attempt
+    answer: str | None = None  # as the grader read it (None: no answer)
 
 
 def truncate(actions: Sequence[Action], cues: Cues, max_attempts: int) -> list[Action]:
@@ -40,24 +46,49 @@ def truncate(actions: Sequence[Action], cues: Cues, max_attempts: int) -> list[A
     return kept
 
 
-def read_attempts(actions: Sequence[Action], cues: Cues, is_correct: Callable[[str], bool]) -> list[Attempt]:
+def read_attempts(actions: Sequence[Action], cues: Cues, grade: Callable[[str], Graded]) -> list[Attempt]:
     """Each solve action, graded, with the verdict of the verification that follows it."""
     attempts = []
     for i, action in enumerate(actions):
         if action.kind != SOLVE:
             continue
         follower = actions[i + 1] if i + 1 < len(actions) and actions[i + 1].kind == VERIFY else None
-        attempts.append(Attempt(is_correct(action.text), verdict(follower.text, cues) if follower else None,
-                                follower is not None))
+        correct, answer = grade(action.text)
+        attempts.append(Attempt(correct, verdict(follower.text, cues) if follower else None, follower is not None,
+                                answer))
     return attempts
+
+
+def self_correction(responses: Sequence[Sequence[Attempt]]) -> dict[str, float | None]:
+    """fix_rate and repeat_rate over the retries that follow a true catch (a wrong attempt rejected):
+    right, or writing an answer rejected earlier in the response; break_rate over false rejections (a
+    right attempt rejected): the response ends wrong. None with nothing to count."""
+    retries = fixed = repeated = false_rejections = broken = 0
+    for attempts in responses:
+        rejected = set()
+        for i, attempt in enumerate(attempts):
+            if attempt.verdict is not False:
+                continue
+            rejected.add(attempt.answer)
+            if attempt.correct:
+                false_rejections += 1
+                broken += not attempts[-1].correct
+            elif i + 1 < len(attempts):
+                retry = attempts[i + 1]
+                retries += 1
+                fixed += retry.correct
+                repeated += retry.answer is not None and retry.answer in rejected
+    return {"fix_rate": _ratio(fixed, retries), "repeat_rate": _ratio(repeated, retries),
+            "break_rate": _ratio(broken, false_rejections)}
+
+
+def _ratio(hits: int, total: int) -> float | None:
+    return hits / total if total else None
 
 
 def score(responses: Sequence[Sequence[Attempt]], tokens: Sequence[int]) -> dict[str, float | int | None]:
     """The figures over responses (each a list of attempts; at least one). Ratios with nothing to
     count are None."""
-    def ratio(hits: int, total: int) -> float | None:
-        return hits / total if total else None
-
     every = [a for r in responses for a in r]
     verified = [a for a in every if a.verified]
     wrong = [a for a in every if not a.correct]
@@ -67,14 +98,15 @@ def score(responses: Sequence[Sequence[Attempt]], tokens: Sequence[int]) -> dict
     final = [r[-1].correct for r in responses]
     n = len(responses)
     return {
-        "acc_first": ratio(sum(first), n),
-        "acc_final": ratio(sum(final), n),
-        "verify_acc": ratio(sum(a.verdict is not None and a.verdict == a.correct for a in verified), len(verified)),
-        "error_recall": ratio(sum(a.verdict is False for a in wrong), len(wrong)),
-        "correct_recall": ratio(sum(a.verdict is True for a in right), len(right)),
-        "correct_precision": ratio(sum(a.correct for a in confirmed), len(confirmed)),
-        "wrong_to_right": ratio(sum(not f and g for f, g in zip(first, final)), n),
-        "right_to_wrong": ratio(sum(f and not g for f, g in zip(first, final)), n),
+        "acc_first": _ratio(sum(first), n),
+        "acc_final": _ratio(sum(final), n),
+        "verify_acc": _ratio(sum(a.verdict is not None and a.verdict == a.correct for a in verified), len(verified)),
+        "error_recall": _ratio(sum(a.verdict is False for a in wrong), len(wrong)),
+        "correct_recall": _ratio(sum(a.verdict is True for a in right), len(right)),
+        "correct_precision": _ratio(sum(a.correct for a in confirmed), len(confirmed)),
+        "wrong_to_right": _ratio(sum(not f and g for f, g in zip(first, final)), n),
+        "right_to_wrong": _ratio(sum(f and not g for f, g in zip(first, final)), n),
+        **self_correction(responses),
         "mean_attempts": float(np.mean([len(r) for r in responses])) if n else None,
         "mean_tokens": float(np.mean(tokens)) if n else None,
         "n": n,

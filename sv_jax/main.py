@@ -2,7 +2,8 @@
 
 Bad input of any kind (a config key, a data file, a model folder, a checkpoint) ends the run with
 one line that names it and exit status 2, never a traceback. A dry run (`--config.dry_run=True`)
-prints the memory plan and exits 0, or 1 with one line when the plan does not fit.
+prints the memory plan and exits 0, or 1 with one line when the plan does not fit. A loss or gradient
+norm that is not finite ends the stage with one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
-from sv_jax.errors import UserError
+from sv_jax.errors import Diverged, UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/rl.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Overrides config.workdir.")
@@ -90,6 +91,9 @@ def main(argv: list[str]) -> None:
             print(f"{compilation.summary()} ({cache})")
     except DoesNotFit as error:
         print(f"sv_jax: does not fit: {error}", file=sys.stderr)
+        sys.exit(1)
+    except Diverged as error:
+        print(f"sv_jax: diverged: {error}", file=sys.stderr)
         sys.exit(1)
     except UserError as error:
         _fail(str(error))

@@ -16,7 +16,7 @@ def response(*parts):
 
 
 def graded(actions):
-    return read_attempts(actions, CUES, lambda text: "is 7 ." in text)  # 7 is the right answer
+    return read_attempts(actions, CUES, lambda text: ("is 7 ." in text, text.split()[3]))  # 7 is the right answer
 
 
 def test_figures_equal_a_hand_count():
@@ -38,8 +38,26 @@ def test_figures_equal_a_hand_count():
     assert figures["correct_precision"] == pytest.approx(2 / 3)  # "correct" verdicts: R, R, W
     assert figures["wrong_to_right"] == pytest.approx(1 / 5)
     assert figures["right_to_wrong"] == pytest.approx(1 / 5)
+    # one true catch (5), fixed by a new answer; one false rejection (7), the response ends wrong
+    assert (figures["fix_rate"], figures["repeat_rate"], figures["break_rate"]) == (1.0, 0.0, 1.0)
     assert figures["mean_attempts"] == pytest.approx(7 / 5)
     assert figures["mean_tokens"] == pytest.approx(30)
+
+
+def test_self_correction_rates_count_retries_after_true_catches_and_endings_after_false_rejections():
+    responses = [
+        response(("s", 5), ("v", WRONG), ("s", 5), ("v", WRONG), ("s", 7), ("v", RIGHT)),  # repeat, then fix
+        response(("s", 3), ("v", WRONG), ("s", 6), ("v", WRONG), ("s", 3), ("v", RIGHT)),  # new, then an older one
+        response(("s", 7), ("v", WRONG), ("s", 7), ("v", RIGHT)),  # false rejection, kept right
+        response(("s", 5), ("v", WRONG)),  # a catch with no retry: nothing to count
+        response(("s", 7), ("v", WRONG)),  # false rejection, the response ends on it (right)
+    ]
+    figures = score([graded(r) for r in responses], tokens=[1] * 5)
+    assert figures["fix_rate"] == pytest.approx(1 / 4)  # retries 5, 7, 6, 3
+    assert figures["repeat_rate"] == pytest.approx(2 / 4)  # 5 and 3 were rejected before
+    assert figures["break_rate"] == 0.0
+    unrejected = score([graded(response(("s", 7), ("v", RIGHT)))], tokens=[1])
+    assert unrejected["fix_rate"] is unrejected["repeat_rate"] is unrejected["break_rate"] is None
 
 
 def test_no_verification_leaves_verification_ratios_undefined():

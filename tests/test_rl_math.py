@@ -2,6 +2,7 @@
 GAE, and the direction of the PPO gradient."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +23,14 @@ PIECES = [" 5", " .", "\nCheck:", " no", " .", " So the answer is wrong .", "\nR
 #           a0    a0   cue  a1   a1   a1   cue  a2   a2   cue  a3   a3   eos
 
 
-def is_correct(text):
-    return "7" in text
+def grade(text):
+    """(right?, answer): 7 is the right answer; the answer is the text's first number."""
+    found = re.search(r"\d+", text)
+    return "7" in text, found and found.group()
 
 
 def test_actions_and_their_rewards():
-    scored = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    scored = score_response(PIECES, ended=True, cues=CUES, grade=grade)
     assert [a.kind for a in scored.actions] == ["solve", "verify", "solve", "verify"]
     np.testing.assert_array_equal(scored.token_action, [0, 0, -1, 1, 1, 1, -1, 2, 2, -1, 3, 3, -1])
     np.testing.assert_array_equal(scored.action_rewards, [-1, 1, 1, 1])
@@ -35,14 +38,14 @@ def test_actions_and_their_rewards():
 
 
 def test_action_credit_places_each_actions_advantage_on_its_tokens():
-    scored = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    scored = score_response(PIECES, ended=True, cues=CUES, grade=grade)
     advantages = np.array([-1.5, 0.5, 1.0, 0.25], np.float32)
     placed = process_tokens(scored, advantages, 15, "action")
     np.testing.assert_array_equal(placed, [-1.5, -1.5, 0, .5, .5, .5, 0, 1, 1, 0, .25, .25, 0, 0, 0])
 
 
 def test_reward_to_go_sums_what_follows_each_token():
-    scored = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    scored = score_response(PIECES, ended=True, cues=CUES, grade=grade)
     advantages = np.array([-1.5, 0.5, 1.0, 0.25], np.float32)
     placed = process_tokens(scored, advantages, 14, "reward_to_go")
     a0, a1, a2, a3 = 0.25, 1.75, 1.25, 0.25  # to go from action 0, 1, 2, 3
@@ -50,17 +53,43 @@ def test_reward_to_go_sums_what_follows_each_token():
 
 
 def test_a_response_without_proper_end_is_penalized_everywhere_and_outcome_sits_on_the_last_token():
-    cut = score_response(PIECES[:5], ended=False, cues=CUES, is_correct=is_correct)
+    cut = score_response(PIECES[:5], ended=False, cues=CUES, grade=grade)
     np.testing.assert_array_equal(process_tokens(cut, np.zeros(2), 7, "action"), [-1] * 5 + [0, 0])
-    full = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    full = score_response(PIECES, ended=True, cues=CUES, grade=grade)
     np.testing.assert_array_equal(outcome_tokens(full, 14), [0] * 12 + [1, 0])
 
 
 def test_bonuses_double_a_verify_of_a_right_attempt_and_a_flip_to_right():
     from sv_jax.training.rewards import RewardValues
 
-    scored = score_response(PIECES, True, CUES, is_correct, RewardValues(verify_bonus=2.0, retry_bonus=2.0))
+    scored = score_response(PIECES, True, CUES, grade, RewardValues(verify_bonus=2.0, retry_bonus=2.0))
     np.testing.assert_array_equal(scored.action_rewards, [-1, 1, 2, 2])
+
+
+def test_the_papers_retry_bonus_also_doubles_a_flip_to_wrong_and_a_repeat_is_penalized():
+    from sv_jax.training.rewards import RewardValues
+
+    caught, retry = PIECES[:6], PIECES[6:9]  # " 5" wrong, caught; the retry's " 7"
+    wrongly_rejected = [" 7", *PIECES[1:6], "\nRetry:", " 5", " .", *PIECES[9:]]  # right, rejected, then 5
+    broken = score_response(wrongly_rejected, True, CUES, grade, RewardValues(retry_bonus=2.0))
+    np.testing.assert_array_equal(broken.action_rewards, [1, -1, -1, -1])  # to_right: no bonus on a flip to wrong
+    broken = score_response(wrongly_rejected, True, CUES, grade, RewardValues(retry_bonus=2.0, retry_bonus_on="change"))
+    np.testing.assert_array_equal(broken.action_rewards, [1, -1, -2, -1])
+    repeated = [*caught, "\nRetry:", " 5", " .", "\nCheck:", " no", " .", " So the answer is wrong .", ""]
+    scored = score_response(repeated, True, CUES, grade, RewardValues(repeat=-1.0))
+    np.testing.assert_array_equal(scored.action_rewards, [-1, 1, -2, 1])  # the rejected 5 again: -1 - 1
+    fixed = score_response([*caught, *retry, *PIECES[9:]], True, CUES, grade, RewardValues(repeat=-1.0))
+    np.testing.assert_array_equal(fixed.action_rewards, [-1, 1, 1, 1])
+
+
+def test_a_bad_reward_setting_names_its_config_key():
+    import ml_collections
+
+    from sv_jax.errors import UserError
+    from sv_jax.training.rewards import reward_values
+
+    with pytest.raises(UserError, match="config key 'rl.rewards': retry_bonus_on must be to_right or change"):
+        reward_values(ml_collections.ConfigDict(dict(retry_bonus_on="sometimes")), "rl.rewards")
 
 
 def test_leave_one_out_equals_a_hand_count():
@@ -176,8 +205,8 @@ def test_outcome_credit_is_rloo_on_every_token_and_process_credit_is_per_positio
     from sv_jax.training.rewards import RewardValues
     from sv_jax.training.rollout import outcome_credit, process_credit
 
-    right = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)  # wrong, caught, right, confirmed
-    unfinished = score_response(PIECES[:5], ended=False, cues=CUES, is_correct=is_correct)
+    right = score_response(PIECES, ended=True, cues=CUES, grade=grade)  # wrong, caught, right, confirmed
+    unfinished = score_response(PIECES[:5], ended=False, cues=CUES, grade=grade)
     credit = outcome_credit([right, unfinished], 2, RewardValues(), "leave_one_out", None, [0, 0])
     np.testing.assert_array_equal(credit[0], np.full(13, 2.0))  # +1 against the other's -1
     np.testing.assert_array_equal(credit[1], np.full(5, -2.0))
@@ -188,11 +217,11 @@ def test_outcome_credit_is_rloo_on_every_token_and_process_credit_is_per_positio
 def test_a_branch_starts_where_a_first_verification_rejected_its_attempt():
     from sv_jax.training.rollout import retry_point
 
-    caught = score_response(PIECES, ended=True, cues=CUES, is_correct=is_correct)
+    caught = score_response(PIECES, ended=True, cues=CUES, grade=grade)
     assert retry_point(caught, CUES) == 6  # the wrong attempt, the verify cue and the verification
-    confirmed = score_response(PIECES[7:], ended=True, cues=CUES, is_correct=is_correct)
+    confirmed = score_response(PIECES[7:], ended=True, cues=CUES, grade=grade)
     assert retry_point(confirmed, CUES) is None
-    unverified = score_response(PIECES[:2], ended=False, cues=CUES, is_correct=is_correct)
+    unverified = score_response(PIECES[:2], ended=False, cues=CUES, grade=grade)
     assert retry_point(unverified, CUES) is None
 
 
@@ -205,7 +234,7 @@ def test_a_branch_group_learns_only_its_sampled_retries_against_each_other():
     given = PIECES[:6]  # the wrong attempt and the verification that caught it, as both rows' start
     right_retry = PIECES[6:]  # right, confirmed: rewards [.., +1, +1]
     wrong_retry = [PIECES[6], " 5", *PIECES[8:]]  # wrong, wrongly confirmed: [.., -1, -1]
-    scored = [score_response(given + retry, ended=True, cues=CUES, is_correct=is_correct)
+    scored = [score_response(given + retry, ended=True, cues=CUES, grade=grade)
               for retry in (right_retry, wrong_retry)]
     prompt, start = [1, 2, 3], list(range(10, 16))
     sampled = [list(range(20, 27))] * 2

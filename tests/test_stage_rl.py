@@ -28,12 +28,13 @@ def test_main_job_runs_every_stage_and_ends_with_the_table(tmp_path):
     table = json.loads((tmp_path / "eval" / "table.json").read_text())
     assert list(table) == ["base", "correct-only SFT", "S²R SFT", "S²R RL (outcome)", "S²R RL (process)"]
     assert all(row["n"] == config.eval.num_questions for row in table.values())
+    assert all({"fix_rate", "repeat_rate", "break_rate"} <= set(row) for row in table.values())
     assert (tmp_path / "eval" / "table.md").read_text().count("\n") == 2 + len(table)
     for name in ("rl", "rl_outcome"):
         metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in metrics] == [1, 2]
-        assert {"reward", "acc_final", "verify_acc", "wrong_to_right", "right_to_wrong", "kl", "clip_fraction", "loss",
-                "lr"} <= set(metrics[-1])
+        assert {"reward", "acc_final", "verify_acc", "wrong_to_right", "right_to_wrong", "fix_rate", "repeat_rate",
+                "break_rate", "kl", "clip_fraction", "loss", "lr"} <= set(metrics[-1])
         for m in metrics:  # the final answer differs from the first exactly by the corrections
             assert m["acc_final"] - m["acc_first"] == pytest.approx(m["wrong_to_right"] - m["right_to_wrong"])
         assert (tmp_path / name / "tensorboard").is_dir()

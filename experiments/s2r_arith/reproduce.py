@@ -6,7 +6,7 @@ results table (mean ± std over seeds) and plots.
 
 Each seed runs `python -m sv_jax.main --config=configs/rl.py --config.seed=S --workdir=ROOT/seed_S`
 (base → data → sft → rl → eval, resuming whatever a seed already finished). Writes
-`ROOT/results.md` and `ROOT/{accuracy_by_stage, rl_curves, attempts}.png`. Plots need matplotlib
+`ROOT/results.md` and `ROOT/{accuracy_by_stage, self_correction, rl_curves, attempts}.png`. Plots need matplotlib
 (`pip install -r experiments/requirements.txt`).
 """
 
@@ -23,7 +23,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = ("acc_first", "acc_final", "verify_acc", "error_recall", "correct_recall", "wrong_to_right",
-           "right_to_wrong", "mean_attempts")
+           "right_to_wrong", "fix_rate", "repeat_rate", "break_rate", "mean_attempts")
+SELF_CORRECTION = {"fix_rate": "retry right after a true catch", "repeat_rate": "retry repeats a rejected answer",
+                   "break_rate": "ends wrong after a false rejection"}
 RL_RUNS = {"S²R RL (process)": "rl", "S²R RL (outcome)": "rl_outcome"}
 EVAL_NAMES = {"base": "base", "correct-only SFT": "sft_correct_only", "S²R SFT": "sft",
               "S²R RL (outcome)": "rl_outcome", "S²R RL (process)": "rl_process"}
@@ -83,7 +85,21 @@ def plots(workdirs: list[Path], tables: list[dict], summary: dict, root: Path) -
     figure.tight_layout()
     figure.savefig(root / "accuracy_by_stage.png", dpi=120)
 
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    figure, axis = plt.subplots(figsize=(9, 3.6))
+    learners = [p for p in policies if summary[p]["fix_rate"][0] is not None]
+    width = 0.8 / len(SELF_CORRECTION)
+    for offset, (name, meaning) in enumerate(SELF_CORRECTION.items()):
+        axis.bar(np.arange(len(learners)) + (offset - 1) * width, [summary[p][name][0] for p in learners], width,
+                 yerr=[summary[p][name][1] for p in learners], capsize=3, label=f"{name}: {meaning}")
+    axis.set_xticks(np.arange(len(learners)), learners, rotation=15)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("share (test draw)")
+    axis.set_title("Self-correction after a rejection")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(root / "self_correction.png", dpi=120)
+
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for label, name in RL_RUNS.items():
         for index, workdir in enumerate(workdirs):
             path = workdir / name / "metrics.jsonl"
@@ -91,10 +107,11 @@ def plots(workdirs: list[Path], tables: list[dict], summary: dict, root: Path) -
                 continue
             metrics = [json.loads(line) for line in path.read_text().splitlines()]
             steps = [m["step"] for m in metrics]
-            for axis, key in zip(axes, ("reward", "acc_final", "kl")):
-                axis.plot(steps, [m[key] for m in metrics], alpha=0.8, label=label if index == 0 else None,
+            for axis, key in zip(axes, ("reward", "acc_final", "kl", "fix_rate")):
+                axis.plot(steps, [m.get(key, np.nan) for m in metrics], alpha=0.8, label=label if index == 0 else None,
                           color="C0" if name == "rl" else "C1")
-    for axis, key in zip(axes, ("mean reward (final answer, ±1)", "rollout final accuracy", "KL to SFT")):
+    for axis, key in zip(axes, ("mean reward (final answer, ±1)", "rollout final accuracy", "KL to SFT",
+                                "rollout fix_rate (gaps: no catch)")):
         axis.set_title(key)
         axis.set_xlabel("RL step")
     axes[0].legend()

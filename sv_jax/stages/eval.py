@@ -17,7 +17,7 @@ from etils import epath
 
 from sv_jax.distributed import gather_by_index, map_shares, on_process_zero
 from sv_jax.errors import UserError
-from sv_jax.evaluation import read_attempts, score, truncate
+from sv_jax.evaluation import Graded, read_attempts, score, truncate
 from sv_jax.io import write_jsonl
 from sv_jax.models import load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
@@ -89,11 +89,11 @@ def run(config: ml_collections.ConfigDict) -> dict:
     responses = {i: truncate(parse(tokenizer.decode(rows[0].token_ids, skip_special_tokens=True), cues), cues,
                              settings.max_attempts) for i, rows in here.items()}
     texts = [[a.text for a in r if a.kind == "solve"] for r in responses.values()]
-    correct = iter(grade(config, [questions[i] for i in responses], texts, from_file=bool(settings.dataset)))
+    grades = iter(grade(config, [questions[i] for i in responses], texts, from_file=bool(settings.dataset)))
     local = {}
     for i, response in responses.items():
         joined = build(response, cues)[0]
-        local[i] = (read_attempts(response, cues, lambda _: next(correct)), joined,
+        local[i] = (read_attempts(response, cues, lambda _: next(grades)), joined,
                      len(tokenizer.encode(joined, add_special_tokens=False)))
     attempts, joined, lengths = zip(*gather_by_index(local, len(questions)))
     figures = score(list(attempts), list(lengths))
@@ -106,7 +106,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
         (directory / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
         write_jsonl(directory / f"{name}.records.jsonl", (
             {"id": q.id, "question": q.question, "answer": q.answer, "response": response,
-             "attempts": [{"correct": a.correct, "verdict": a.verdict} for a in graded]}
+             "attempts": [{"correct": a.correct, "verdict": a.verdict, "answer": a.answer} for a in graded]}
             for q, response, graded in zip(questions, joined, attempts)))
 
     on_process_zero(write, f"eval {name}")
@@ -115,13 +115,13 @@ def run(config: ml_collections.ConfigDict) -> dict:
 
 
 def grade(config: ml_collections.ConfigDict, questions: list[Question], texts: list[list[str]],
-          from_file: bool) -> list[bool]:
-    """Whether each attempt (in order, question by question) is right: exactly on the built-in task,
-    with math-verify on questions from a file."""
+          from_file: bool) -> list[Graded]:
+    """Each attempt (in order, question by question) graded: exactly on the built-in task, with
+    math-verify on questions from a file."""
     if not from_file:
-        return [task.grade(task.problem_of(q.id), text) for q, row in zip(questions, texts) for text in row]
+        return [task.graded(task.problem_of(q.id), text) for q, row in zip(questions, texts) for text in row]
     results = grade_rows([q.answer for q in questions], texts, config.data.grader.workers, config.data.grader.timeout_s)
-    return [right for row in results for right, _ in row]
+    return [graded for row in results for graded in row]
 
 
 def show(value) -> str:

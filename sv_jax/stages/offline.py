@@ -34,7 +34,7 @@ from sv_jax.training.loop import train
 from sv_jax.training.offline import QUESTIONS_A_SAMPLER_BATCH, OfflineStep, action_rewards, fixed_baselines, select
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import policy_outputs
-from sv_jax.training.rewards import RewardValues, Scored
+from sv_jax.training.rewards import RewardValues, Scored, reward_values
 from sv_jax.training.rollout import pack_rows, place
 
 BASELINES = ("accuracy_position", "position", "prefix")
@@ -73,7 +73,7 @@ def train_policy(config: ml_collections.ConfigDict) -> epath.Path:
     if settings.questions_only:
         print(f"offline: {len(rollouts.questions)} training questions written to {directory / 'questions.jsonl'}")
         return directory / "model"
-    values = RewardValues(**settings.rewards.to_dict())
+    values = reward_values(settings.rewards, "offline.rewards")
     question_of, sampled, scored = _responses(config, rollouts, values)
 
     chosen = select(scored, question_of, tuple(settings.accuracy_range), settings.max_actions,

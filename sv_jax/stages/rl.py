@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import time
 
 import jax
@@ -29,6 +30,7 @@ from sv_jax.checkpoint import Checkpointer
 from sv_jax.detokenize import token_pieces
 from sv_jax.distributed import gather_by_index, map_shares, on_process_zero, to_global, to_host
 from sv_jax.errors import UserError, require_steps
+from sv_jax.evaluation import self_correction
 from sv_jax.io import read_jsonl
 from sv_jax.models import LoadedModel, load_hf, param_shardings, save_hf
 from sv_jax.models.config import REMAT_POLICIES
@@ -41,10 +43,11 @@ from sv_jax.tasks import fill, response_format
 from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.training.advantages import KeyedMeanBaseline, gae, whiten
 from sv_jax.training.lm import placed_train_state
-from sv_jax.training.loop import MetricsWriter
+from sv_jax.training.loop import MetricsWriter, check_finite
 from sv_jax.training.optimizer import make_optimizer
 from sv_jax.training.ppo import PPOStep, init_value_head, policy_outputs
-from sv_jax.training.rewards import RewardValues, Scored, action_end_tokens, outcome_tokens, score_response
+from sv_jax.training.rewards import (RewardValues, Scored, action_end_tokens, outcome_tokens, reward_values,
+                                    score_response)
 from sv_jax.training.rollout import (BASELINES, Packing, outcome_credit, pack_rows, place, process_credit,
                                      response_rewards, retry_point, reward_to_go, row_ladder)
 from sv_jax.trajectory import SOLVE, VERIFY, Cues, parse, verdict
@@ -53,7 +56,7 @@ REWARDS = ("outcome", "process")
 TABLE = (("base", "base"), ("sft_correct_only", "correct-only SFT"), ("sft", "S²R SFT"),
          ("rl_outcome", "S²R RL (outcome)"), ("rl_process", "S²R RL (process)"), ("offline", "S²R offline RL"))
 TABLE_FIGURES = ("acc_first", "acc_final", "verify_acc", "error_recall", "wrong_to_right", "right_to_wrong",
-                 "mean_attempts")
+                 "fix_rate", "repeat_rate", "break_rate", "mean_attempts")
 
 
 def output_name(config: ml_collections.ConfigDict, reward: str) -> str:
@@ -192,9 +195,9 @@ class Rollouts:
         """Each whole response (`given` tokens, then `sampled` ones) graded and scored."""
         pieces = [token_pieces(self.tokenizer, [*g, *s]) for g, s in zip(given, sampled)]
         solves = [[a.text for a in parse("".join(p), self.cues) if a.kind == SOLVE] for p in pieces]
-        correct = iter(evaluate.grade(self.config, questions, solves, from_file=bool(self.config.data.questions)))
+        grades = iter(evaluate.grade(self.config, questions, solves, from_file=bool(self.config.data.questions)))
         stops = set(self.spec.stop_sequences)
-        return [score_response(p, _ended(s, stops), self.cues, lambda _: next(correct), values)
+        return [score_response(p, _ended(s, stops), self.cues, lambda _: next(grades), values)
                 for p, s in zip(pieces, sampled)]
 
     def branch(self, rollout: Rollout, step: int, values: RewardValues) -> Rollout:
@@ -246,8 +249,7 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
     mesh = mesh_of(config)
     policy = load_hf(evaluate.ensure_policy(config, "sft"), config.model.dtype, config.model.param_dtype, mesh)
     rollouts = Rollouts(config, policy)
-    values = RewardValues(settings.rewards.right, settings.rewards.wrong, settings.rewards.no_end,
-                          settings.rewards.verify_bonus, settings.rewards.retry_bonus)
+    values = reward_values(settings.rewards, "rl.rewards")
     optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps * settings.epochs * settings.minibatches,
                                          settings.warmup_steps, 0.0, settings.clip_norm)
     reference = policy.params
@@ -277,10 +279,10 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
           f"{'/'.join(map(str, update_ladder))} to update")
 
     with Checkpointer(directory / "checkpoints", every=settings.checkpoint_every) as checkpointer:
-        start = checkpointer.latest_step() or 0
-        if start:
+        start, resumed = 0, checkpointer.resume(state)
+        if resumed:
+            start, state, metadata = resumed
             print(f"rl {name}: resuming from step {start}")
-            state, metadata = checkpointer.restore(state)
             if running is not None:
                 running.means = {_key(k): v for k, v in metadata.get("baseline", [])}
         writer = MetricsWriter(directory, start)
@@ -305,6 +307,7 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
                        "packed_rows": scoring.filled, "scoring_rows": len(scoring.real),
                        "programs": _programs(score, update), "sampler_programs": rollouts.sampler.compilations}
             writer.write(step + 1, metrics)
+            check_finite(metrics, step + 1, f"rl {name}", checkpointer)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}", acc=f"{metrics['acc_final']:.2f}")
             bar.update(1)
             metadata = {"baseline": [[_plain(k), v] for k, v in running.means.items()]} if running else {}
@@ -397,6 +400,9 @@ def _rollout_metrics(rollout: Rollout, values: RewardValues, cues: Cues) -> dict
         # self-correction as the evaluation counts it (a response with no attempt is wrong at both)
         "wrong_to_right": float(np.mean(~first & final)),
         "right_to_wrong": float(np.mean(first & ~final)),
+        # NaN in a step with no catch (or no false rejection) to count
+        **{name: math.nan if rate is None else rate
+           for name, rate in self_correction([s.attempts(cues) for s in scored]).items()},
         "verify_acc": float(np.mean(matches)) if matches else 0.0,
         "correct_verdicts": float(np.mean([verdict(a.text, cues) is True for a in verifies])) if verifies else 0.0,
         "attempts": float(np.mean([len(s.solve_correct) for s in scored])),

@@ -213,6 +213,12 @@ def grade(problem: Problem, text: str) -> bool:
     return final_answer(text) == problem.answer
 
 
+def graded(problem: Problem, text: str) -> tuple[bool, str | None]:
+    """(Is `text`'s final answer right?, that answer as text; None if it has none)."""
+    answer = final_answer(text)
+    return answer == problem.answer, None if answer is None else str(answer)
+
+
 # -- verifications -----------------------------------------------------------------------------
 
 def _split_tens(value: int) -> list[int]:

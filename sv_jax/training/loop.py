@@ -8,12 +8,16 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
+from sv_jax.errors import Diverged
+
+WATCHED = ("loss", "grad_norm")  # a stage stops at the first step where one is not finite
 
 
 class MetricsWriter:
@@ -48,6 +52,21 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
+def check_finite(metrics: dict[str, float], step: int, description: str, checkpointer: Checkpointer) -> None:
+    """Raises `Diverged` if a watched metric of `step` (host values) is not finite, before the step's
+    state is saved."""
+    for name in WATCHED:
+        if name in metrics and not np.isfinite(metrics[name]):
+            raise _diverged(description, name, step, checkpointer)
+
+
+@jax.jit
+def _first_nonfinite(first: dict[str, jax.Array], step: jax.Array, metrics: dict[str, jax.Array]) -> dict:
+    """Each watched metric's first step with a non-finite value (0: none yet), kept on the devices so
+    that watching costs no host round trip a step."""
+    return {name: jnp.where((first[name] == 0) & ~jnp.isfinite(metrics[name]), step, first[name]) for name in first}
+
+
 def train(
     state: Any,
     step_fn: Callable[[Any, dict], tuple[Any, dict]],
@@ -67,18 +86,27 @@ def train(
     `stop(step, state)`, asked every `stop_every` steps, may end training early; the checkpoint of
     that step records it, so a rerun returns that state instead of training on."""
     with Checkpointer(directory / "checkpoints", every=checkpoint_every) as checkpointer:
-        start = checkpointer.latest_step() or 0
-        if start:
+        start, resumed = 0, checkpointer.resume(state)
+        if resumed:
+            start, state, metadata = resumed
             print(f"{description}: resuming from step {start}")
-            state, metadata = checkpointer.restore(state)
             if metadata.get("stopped"):
                 return state
+
         writer = MetricsWriter(directory, start)
         bar = tqdm(total=total_steps, initial=start, desc=description, unit="step", disable=jax.process_index() != 0)
         window_start, window_tokens = time.perf_counter(), 0
+        first_nonfinite = None
         for step in range(start, total_steps):
             state, metrics = step_fn(state, batch_for_step(step))
             done = step + 1
+            if first_nonfinite is None:
+                first_nonfinite = {name: jnp.zeros((), jnp.int32) for name in WATCHED if name in metrics}
+            first_nonfinite = _first_nonfinite(first_nonfinite, done, {n: metrics[n] for n in first_nonfinite})
+            stopped = bool(stop and stop_every and done % stop_every == 0 and stop(done, state))
+            final = stopped or done == total_steps
+            if final or checkpointer.due(done):
+                _check_nothing_nonfinite(first_nonfinite, description, checkpointer)
             if done % log_every == 0 or done == total_steps:
                 metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
                 # the logged step's token count stands for the window's steps: exact for packed
@@ -91,8 +119,7 @@ def train(
                 writer.write(done, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
                 window_start, window_tokens = time.perf_counter(), 0
-            stopped = bool(stop and stop_every and done % stop_every == 0 and stop(done, state))
-            checkpointer.save(done, state, {"stopped": stopped}, force=stopped or done == total_steps)
+            checkpointer.save(done, state, {"stopped": stopped}, force=final)
             bar.update(1)
             if stopped:
                 break
@@ -100,3 +127,17 @@ def train(
         writer.close()
         checkpointer.wait()
     return state
+
+
+def _check_nothing_nonfinite(first_nonfinite: dict[str, jax.Array], description: str,
+                             checkpointer: Checkpointer) -> None:
+    """`Diverged` at the earliest step a watched metric was not finite, if any (one host read)."""
+    found = [(int(step), name) for name, step in jax.device_get(first_nonfinite).items() if step]
+    if found:
+        raise _diverged(description, *reversed(min(found)), checkpointer)
+
+
+def _diverged(description: str, metric: str, step: int, checkpointer: Checkpointer) -> Diverged:
+    newest = checkpointer.latest_step()
+    kept = f"the newest checkpoint is step {newest}, from before it" if newest else "no checkpoint was saved"
+    return Diverged(f"{description}: {metric} is not finite at step {step}; {kept}")

@@ -9,10 +9,12 @@ NumPy: rewards need the grader, which reads text.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from sv_jax.errors import UserError
+from sv_jax.evaluation import Attempt, Graded, read_attempts
 from sv_jax.trajectory import CUE, SOLVE, VERIFY, Action, Cues, build, parse, verdict
 
 
@@ -22,23 +24,43 @@ class RewardValues:
     wrong: float = -1.0
     no_end: float = -1.0  # every token of a response that never ends properly
     verify_bonus: float = 1.0  # factor on a verify reward when the attempt it verifies is right
-    retry_bonus: float = 1.0  # factor on a solve reward when it flips a wrong attempt to a right one
+    retry_bonus: float = 1.0  # factor on a solve reward when its correctness differs from the attempt before
+    retry_bonus_on: str = "to_right"  # to_right: wrong → right flips only; change: either way (the paper's)
+    repeat: float = 0.0  # added to a solve reward when its answer was rejected earlier in the response
+
+    def __post_init__(self):
+        if self.retry_bonus_on not in ("to_right", "change"):
+            raise ValueError(f"retry_bonus_on must be to_right or change, got {self.retry_bonus_on!r}")
+
+
+def reward_values(section: Any, key: str) -> RewardValues:
+    """The reward settings of a config section (`key` names it in the one line a bad value gets)."""
+    try:
+        return RewardValues(**section.to_dict())
+    except (TypeError, ValueError) as error:
+        raise UserError(f"config key '{key}': {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
     """A parsed response: its actions, each token's action (CUE for cue / EOS tokens), each action's
-    reward, each solve's correctness, and whether it ended properly."""
+    reward, each solve's correctness and answer, and whether it ended properly."""
 
     actions: list[Action]
     token_action: np.ndarray
     action_rewards: np.ndarray
     solve_correct: list[bool]
+    solve_answers: list[str | None]
     ended: bool
 
     @property
     def final_correct(self) -> bool:
         return bool(self.solve_correct and self.solve_correct[-1])
+
+    def attempts(self, cues: Cues) -> list[Attempt]:
+        """The response as the evaluation reads it."""
+        graded = iter(zip(self.solve_correct, self.solve_answers))
+        return read_attempts(self.actions, cues, lambda _: next(graded))
 
 
 def token_actions(pieces: Sequence[str], cues: Cues) -> tuple[list[Action], np.ndarray]:
@@ -54,7 +76,7 @@ def token_actions(pieces: Sequence[str], cues: Cues) -> tuple[list[Action], np.n
     return actions, owner
 
 
-def score_response(pieces: Sequence[str], ended: bool, cues: Cues, is_correct: Callable[[str], bool],
+def score_response(pieces: Sequence[str], ended: bool, cues: Cues, grade: Callable[[str], Graded],
                    values: RewardValues = RewardValues()) -> Scored:
     """Parses a response and gives each action its process-level reward.
 
@@ -63,22 +85,26 @@ def score_response(pieces: Sequence[str], ended: bool, cues: Cues, is_correct: C
     action just before it.
     """
     actions, owner = token_actions(pieces, cues)
-    rewards, solve_correct, last_attempt = [], [], None
+    rewards, solve_correct, solve_answers, last_attempt, rejected = [], [], [], None, set()
     for action in actions:
         if action.kind == SOLVE:
-            correct = is_correct(action.text)
-            flipped = bool(solve_correct) and not solve_correct[-1] and correct
-            reward = values.right if correct else values.wrong
-            rewards.append(reward * (values.retry_bonus if flipped else 1.0))
+            correct, answer = grade(action.text)
+            changed = bool(solve_correct) and solve_correct[-1] != correct
+            flipped = changed and (correct or values.retry_bonus_on == "change")
+            reward = (values.right if correct else values.wrong) * (values.retry_bonus if flipped else 1.0)
+            rewards.append(reward + (values.repeat if answer is not None and answer in rejected else 0.0))
             solve_correct.append(correct)
+            solve_answers.append(answer)
             last_attempt = correct
         else:
             said = verdict(action.text, cues)
+            if said is False and solve_answers:
+                rejected.add(solve_answers[-1])
             matches = said is not None and last_attempt is not None and said == last_attempt
             reward = values.right if matches else values.wrong
             rewards.append(reward * (values.verify_bonus if last_attempt else 1.0))
     proper = ended and actions[-1].kind == VERIFY and verdict(actions[-1].text, cues) is not None
-    return Scored(actions, owner, np.asarray(rewards, np.float32), solve_correct, proper)
+    return Scored(actions, owner, np.asarray(rewards, np.float32), solve_correct, solve_answers, proper)
 
 
 def outcome_tokens(scored: Scored, length: int, values: RewardValues = RewardValues()) -> np.ndarray:
