@@ -20,7 +20,8 @@ def settings() -> ml_collections.ConfigDict:
     """The `offline` section (also in the eval config, which trains a missing offline policy with it)."""
     offline = ml_collections.ConfigDict()
     # JSONL of responses sampled elsewhere: {"id": a training question's id, "completion": text}, e.g.
-    # the `sample` stage's output on offline/questions.jsonl; empty: sample them here.
+    # the `sample` stage's output on offline/questions.jsonl, or a TFDS folder of them (its train split,
+    # sv_jax.datasets.prepare_tfds("responses", ...)); empty: sample them here.
     offline.responses = ""
     offline.questions_only = False  # write offline/questions.jsonl and stop (to sample them elsewhere)
     offline.samples_per_question = 8

@@ -1,6 +1,6 @@
-"""TFDS copies of the project's JSONL files: questions and stage 0 trajectories, built from local
-files only (no download) as ArrayRecord, which TFDS reads without TensorFlow (`as_data_source`:
-random access, a fit for grain).
+"""TFDS copies of the project's JSONL files: questions, stage 0 trajectories and responses sampled
+elsewhere for offline RL, built from local files only (no download) as ArrayRecord, which TFDS reads
+without TensorFlow (`as_data_source`: random access, a fit for grain).
 
     prepare_tfds("trajectories", {"train": "workdir/data/trajectories.jsonl"}, "workdir/data/tfds")
     records = read_tfds("workdir/data/tfds", "train")  # the JSONL's dicts, in the JSONL's order
@@ -27,6 +27,7 @@ FEATURES = {
         "accuracy": _TEXT, "text": _TEXT,  # as text: TFDS stores floats as float32
         "actions": tfds.features.Sequence({"kind": _TEXT, "text": _TEXT, "correct": np.bool_, "mask": np.int32}),
     },
+    "responses": {"index": np.int64, "id": _TEXT, "completion": _TEXT},
 }
 
 
@@ -72,7 +73,15 @@ class S2rTrajectories(_LocalJsonl):
                 for record in read_jsonl(path, required=tuple(FEATURES[self.KIND].keys() - {"index"}))]
 
 
-BUILDERS = {"questions": S2rQuestions, "trajectories": S2rTrajectories}
+class S2rResponses(_LocalJsonl):
+    KIND = "responses"
+
+    def _records(self, path: str) -> list[dict]:
+        return [{"id": str(record["id"]), "completion": record["completion"]}
+                for record in read_jsonl(path, required=("id", "completion"))]
+
+
+BUILDERS = {"questions": S2rQuestions, "trajectories": S2rTrajectories, "responses": S2rResponses}
 
 
 def prepare_tfds(kind: str, sources: dict[str, epath.PathLike], folder: epath.PathLike) -> epath.Path:

@@ -65,6 +65,23 @@ def read_jsonl(path: epath.PathLike, required: tuple[str, ...] = (), any_of: tup
     return [record for _, record in numbered_jsonl(path, required, any_of)]
 
 
+def numbered_records(path: epath.PathLike, required: tuple[str, ...] = (),
+                     split: str = "train") -> list[tuple[str, dict]]:
+    """Each record of a JSONL file or of `split` of a prepared TFDS dataset folder, with where it is
+    (`file:line`, `folder [split] example i`) for errors found later."""
+    source = epath.Path(path)
+    if not source.is_dir():
+        return [(f"{source}:{number}", record) for number, record in numbered_jsonl(source, required)]
+    from sv_jax import datasets  # TFDS loads only for a dataset folder
+
+    records = datasets.read_tfds(source, split)
+    for i, record in enumerate(records):
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise UserError(f"{source} [{split}] example {i}: missing key {missing[0]!r}")
+    return [(f"{source} [{split}] example {i}", record) for i, record in enumerate(records)]
+
+
 def numbered_jsonl(path: epath.PathLike, required: tuple[str, ...] = (),
                    any_of: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
     """`read_jsonl` with each object's line number, for errors found later that must name the line."""

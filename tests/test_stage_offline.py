@@ -1,6 +1,6 @@
 """Stage offline on the tiny preset, from a responses file made by the `sample` stage on the questions
-the offline stage writes (the route of responses sampled elsewhere): it selects, trains and exports,
-and a killed run resumes exactly.
+the offline stage writes (the route of responses sampled elsewhere), as JSONL or as a TFDS folder: it
+selects, trains and exports, and a killed run resumes exactly.
 
 The tiny SFT policy writes no well-formed solve / verify responses of its own, so the sampled
 completions are replaced by stage 0's trajectories: each question's own (a right attempt, confirmed)
@@ -15,7 +15,9 @@ from safetensors.numpy import load_file
 
 from configs import offline as offline_config
 from configs import sample as sample_config
+from sv_jax.datasets import prepare_tfds
 from sv_jax.errors import UserError
+from sv_jax.io import numbered_records
 from sv_jax.stages import offline, sample
 from tests.killing import kill_and_resume, stage_command
 
@@ -52,6 +54,14 @@ def prepared(tmp_path_factory):
 def test_the_stage_selects_trains_and_exports_from_a_responses_file(prepared, tmp_path):
     config = prepared.copy_and_resolve_references()
     config.workdir = str(tmp_path)
+    # as a TFDS folder made from the JSONL (the other tests read the JSONL itself)
+    folder = prepare_tfds("responses", {"train": prepared.offline.responses}, tmp_path / "responses_tfds")
+    config.offline.responses = str(folder)
+    from_jsonl = numbered_records(prepared.offline.responses, ("id", "completion"))
+    from_tfds = numbered_records(folder, ("id", "completion"))
+    pairs = [(str(r["id"]), r["completion"]) for _, r in from_jsonl]
+    assert pairs == [(r["id"], r["completion"]) for _, r in from_tfds]
+    assert from_tfds[1][0] == f"{folder} [train] example 1"
     for stage in ("base", "data", "sft"):
         (tmp_path / stage).symlink_to(Path(prepared.workdir) / stage)
     offline.run(config)

@@ -28,7 +28,7 @@ SELF_CORRECTION = {"fix_rate": "retry right after a true catch", "repeat_rate": 
                    "break_rate": "ends wrong after a false rejection"}
 RL_RUNS = {"S²R RL (process)": "rl", "S²R RL (outcome)": "rl_outcome"}
 EVAL_NAMES = {"base": "base", "correct-only SFT": "sft_correct_only", "S²R SFT": "sft",
-              "S²R RL (outcome)": "rl_outcome", "S²R RL (process)": "rl_process"}
+              "S²R RL (outcome)": "rl_outcome", "S²R RL (process)": "rl_process", "S²R offline RL": "offline"}
 
 
 def run_seed(seed: int, workdir: Path, overrides: list[str]) -> None:
@@ -45,7 +45,7 @@ def table(tables: list[dict]) -> tuple[str, dict]:
     for policy in tables[0]:
         cells, summary[policy] = [], {}
         for figure in FIGURES:
-            values = [t[policy][figure] for t in tables if t[policy].get(figure) is not None]
+            values = [t[policy][figure] for t in tables if t.get(policy, {}).get(figure) is not None]
             mean, std = (float(np.mean(values)), float(np.std(values))) if values else (None, None)
             summary[policy][figure] = (mean, std)
             cells.append("n/a" if mean is None else f"{mean:.3f} ± {std:.3f}")
@@ -75,7 +75,8 @@ def plots(workdirs: list[Path], tables: list[dict], summary: dict, root: Path) -
     # correct-only SFT policy (the bar S²R must clear), one line per seed.
     contenders = [p for p in policies if p.startswith("S²R")]
     for workdir, row in zip(workdirs, tables):
-        gains = [100 * (row[p]["acc_final"] - row["correct-only SFT"]["acc_final"]) for p in contenders]
+        gains = [100 * (row[p]["acc_final"] - row["correct-only SFT"]["acc_final"]) if p in row else np.nan
+                 for p in contenders]
         paired.plot(range(len(contenders)), gains, marker="o", alpha=0.8, label=workdir.name)
     paired.axhline(0, color="grey", linewidth=1)
     paired.set_xticks(range(len(contenders)), contenders, rotation=15)
@@ -127,7 +128,9 @@ def plots(workdirs: list[Path], tables: list[dict], summary: dict, root: Path) -
                 counts.update(len(json.loads(line)["attempts"]) for line in path.read_text().splitlines())
         total = sum(counts.values()) or 1
         attempts = np.arange(1, 5)
-        axis.bar(attempts + (offset - 2) * 0.16, [counts[a] / total for a in attempts], 0.16, label=label)
+        width = 0.8 / len(EVAL_NAMES)
+        axis.bar(attempts + (offset - len(EVAL_NAMES) / 2 + 0.5) * width, [counts[a] / total for a in attempts], width,
+                 label=label)
     axis.set_xlabel("attempts in the response")
     axis.set_ylabel("share of test questions")
     axis.legend(fontsize=8)

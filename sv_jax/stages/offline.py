@@ -1,8 +1,9 @@
 """Stage `offline`: offline RL on responses sampled once (the paper's third training mode).
 
 The S²R SFT policy samples `offline.samples_per_question` responses to every training question (or
-`offline.responses` names a JSONL of responses sampled elsewhere, e.g. by vLLM from the exported
-policy: they are tokenized and graded here, with the parser and grader of online RL). Selection,
+`offline.responses` names a JSONL file, or a TFDS folder made by `datasets.prepare_tfds("responses",
+...)`, of responses sampled elsewhere, e.g. by vLLM from the exported policy: they are tokenized and
+graded here, with the parser and grader of online RL). Selection,
 fixed baselines and the per-action objective are `sv_jax.training.offline`'s; the reference is the
 SFT policy, fixed for the run. Writes `workdir/offline/questions.jsonl` (the training questions
 and their prompts, to sample elsewhere), `summary.json` (counts at each filter), metrics,
@@ -23,7 +24,7 @@ from etils import epath
 
 from sv_jax.distributed import map_shares, on_process_zero, to_global
 from sv_jax.errors import UserError
-from sv_jax.io import numbered_jsonl, write_jsonl
+from sv_jax.io import numbered_records, write_jsonl
 from sv_jax.models import load_hf, param_shardings, save_hf
 from sv_jax.sharding import data_parallelism, mesh_of, replicated, rows_sharding
 from sv_jax.stages import eval as evaluate
@@ -159,9 +160,9 @@ def _responses(config: ml_collections.ConfigDict, rollouts: rl.Rollouts,
         return [i for i in range(count) for _ in range(k)], sampled, scored
     index = {q.id: i for i, q in enumerate(rollouts.questions)}
     records = []
-    for line, record in numbered_jsonl(settings.responses, required=("id", "completion")):
+    for where, record in numbered_records(settings.responses, required=("id", "completion")):
         if str(record["id"]) not in index:
-            raise UserError(f"{settings.responses}:{line}: id {record['id']!r} is not a training question's "
+            raise UserError(f"{where}: id {record['id']!r} is not a training question's "
                             f"(see {epath.Path(config.workdir) / 'offline' / 'questions.jsonl'})")
         records.append((index[str(record["id"])], record["completion"]))
     tokenizer = rollouts.tokenizer
