@@ -74,12 +74,13 @@ def numbered_records(path: epath.PathLike, required: tuple[str, ...] = (),
         return [(f"{source}:{number}", record) for number, record in numbered_jsonl(source, required)]
     from sv_jax import datasets  # TFDS loads only for a dataset folder
 
-    records = datasets.read_tfds(source, split)
-    for i, record in enumerate(records):
+    located = [(f"{source} [{split}] example {i}", record)
+               for i, record in enumerate(datasets.read_tfds(source, split))]
+    for where, record in located:
         missing = [key for key in required if key not in record]
         if missing:
-            raise UserError(f"{source} [{split}] example {i}: missing key {missing[0]!r}")
-    return [(f"{source} [{split}] example {i}", record) for i, record in enumerate(records)]
+            raise UserError(f"{where}: missing key {missing[0]!r}")
+    return located
 
 
 def numbered_jsonl(path: epath.PathLike, required: tuple[str, ...] = (),

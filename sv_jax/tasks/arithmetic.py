@@ -210,7 +210,7 @@ def final_answer(text: str) -> int | None:
 
 
 def grade(problem: Problem, text: str) -> bool:
-    return final_answer(text) == problem.answer
+    return graded(problem, text)[0]
 
 
 def graded(problem: Problem, text: str) -> tuple[bool, str | None]:

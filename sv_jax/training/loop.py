@@ -92,7 +92,6 @@ def train(
             print(f"{description}: resuming from step {start}")
             if metadata.get("stopped"):
                 return state
-
         writer = MetricsWriter(directory, start)
         bar = tqdm(total=total_steps, initial=start, desc=description, unit="step", disable=jax.process_index() != 0)
         window_start, window_tokens = time.perf_counter(), 0
