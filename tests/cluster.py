@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests import FAST_COMPILE
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +27,10 @@ def environment() -> dict[str, str]:
     """A bare environment for a run of the package: the test session's compilation cache, if any."""
     cache = {k: os.environ[k] for k in ("JAX_COMPILATION_CACHE_DIR",) if k in os.environ}
     return {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", **cache}
+
+
+def xla_flags(devices: int) -> str:
+    return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
 
 
 def free_port() -> int:
@@ -41,7 +47,7 @@ class Cluster:
         self.logs = Path(logs or tempfile.mkdtemp(prefix="cluster-"))
         self.logs.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        env = {**environment(), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        env = {**environment(), "XLA_FLAGS": xla_flags(devices)}
         self.processes = []
         for index in range(processes):
             keys = [f"--config.distributed.coordinator=127.0.0.1:{port}",

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
+from tests import FAST_COMPILE
+
 REPO = Path(__file__).resolve().parent.parent
-ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE}
 
 
 def stage_command(config: str, workdir: Path, *overrides: str) -> list[str]:

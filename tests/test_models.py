@@ -140,6 +140,16 @@ def test_save_then_transformers_loads_identical_logits(family, qwen2_folder, lla
     assert reloaded("12 + 3").input_ids == model.tokenizer("12 + 3").input_ids
 
 
+def test_compiled_init_draws_the_eager_init_bit_for_bit():
+    """Stage base draws π₀ under jit; a seed must give the model it gave when it drew eagerly."""
+    config = ModelConfig(family="qwen2", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
+                         num_heads=4, num_kv_heads=2, head_dim=8, tie_word_embeddings=False)
+    eager = init_params(config, jax.random.key(7))
+    compiled = jax.jit(init_params, static_argnums=0)(config, jax.random.key(7))
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(eager), jax.tree.leaves(compiled)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=jax.tree_util.keystr(path))
+
+
 def test_our_own_model_exports_to_transformers(tmp_path):
     """A model initialised here (sharded save, bfloat16 weights) loads in transformers and agrees."""
     config = ModelConfig(

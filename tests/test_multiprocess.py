@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.cluster import REPO, Cluster, environment, run_cluster
+from tests.cluster import REPO, Cluster, environment, run_cluster, xla_flags
 
 MAIN_JOB = ["--config=configs/rl.py:tiny", "--config.mesh.shape=(1,8,1)", "--config.mesh.axes=('data','fsdp','model')"]
 TRAINED = ("base", "sft", "sft_correct_only", "rl", "rl_outcome")
@@ -36,7 +36,7 @@ def test_main_job_on_two_processes_killed_during_rl_and_rerun_equals_one_process
     test, so that xdist runs these main jobs once."""
     root = tmp_path
     subprocess.run([sys.executable, "-m", "sv_jax.main", *MAIN_JOB, f"--workdir={root / 'one'}"], cwd=REPO,
-                   env={**environment(), "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+                   env={**environment(), "XLA_FLAGS": xla_flags(8)},
                    check=True, capture_output=True, timeout=300)
     two = [*MAIN_JOB, f"--workdir={root / 'two'}"]
     with Cluster(two, processes=2, devices=4, logs=root / "killed_logs") as killed:

@@ -119,5 +119,7 @@ def test_micro_batches_accumulate_to_the_unaccumulated_update(mesh_shape):
     assert float(whole["clip_fraction"]) > 0
     for name in whole:
         np.testing.assert_allclose(accumulated[name], whole[name], rtol=1e-6, atol=1e-6, err_msg=name)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), accumulated_state.params,
+    # Adam's first step is lr * g / (|g| + eps): where |g| is near eps, the last bit of g moves the
+    # parameter by ~1e-6 (seen without LLVM's optimizations), so parameters match to the mesh tests' 1e-5.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5), accumulated_state.params,
                  whole_state.params)

@@ -57,8 +57,10 @@ def run(config: ml_collections.ConfigDict) -> None:
     )
     optimizer, schedule = make_optimizer(settings.learning_rate, settings.steps, settings.warmup_steps,
                                          settings.weight_decay)
-    state, layout = placed_train_state(init_params(model_config, jax.random.key(config.seed)), optimizer,
-                                       param_shardings(model_config, model_config.mesh), model_config.mesh)
+    shardings = param_shardings(model_config, model_config.mesh)
+    # One program drawing each device's shards in place: eagerly, the init compiles ~100 small programs.
+    params = jax.jit(lambda: init_params(model_config, jax.random.key(config.seed)), out_shardings=shardings)()
+    state, layout = placed_train_state(params, optimizer, shardings, model_config.mesh)
     step = jit_lm_step(LMStep(model_config, optimizer), layout, model_config.mesh)
 
     def batch_for_step(step_index: int) -> dict[str, np.ndarray]:
