@@ -59,8 +59,8 @@ def run(config: ml_collections.ConfigDict) -> None:
                                          settings.weight_decay)
     shardings = param_shardings(model_config, model_config.mesh)
     # One program drawing each device's shards in place: eagerly, the init compiles ~100 small programs.
-    params = jax.jit(lambda: init_params(model_config, jax.random.key(config.seed)), out_shardings=shardings)()
-    state, layout = placed_train_state(params, optimizer, shardings, model_config.mesh)
+    draw = jax.jit(lambda: init_params(model_config, jax.random.key(config.seed)), out_shardings=shardings)
+    state, layout = placed_train_state(draw(), optimizer, shardings, model_config.mesh)
     step = jit_lm_step(LMStep(model_config, optimizer), layout, model_config.mesh)
 
     def batch_for_step(step_index: int) -> dict[str, np.ndarray]:
