@@ -1,4 +1,5 @@
-"""JAX's persistent compilation cache, on for every stage (`config.compilation_cache_dir`).
+"""Compile once: JAX's persistent compilation cache, on for every stage (`config.compilation_cache_dir`),
+and jitted functions shared by the stages of one process (`shared_jit`).
 
 A program compiled once on this machine is loaded from the cache by every later process: the main
 job's stages, a resumed run, the test suite's workers. Small programs are cached too (the built-in
@@ -8,16 +9,18 @@ turns it off and an unreadable entry is compiled anew, each with one warning lin
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import uuid
 import warnings
-from typing import Any
+from typing import Any, Callable, Hashable
 
 import jax
 from jax import monitoring
 
 _counts = {"requests": 0, "hits": 0}
+_shared: dict[Hashable, Callable] = {}
 _warned: set[str] = set()
 _installed = False
 _EVENTS = {"/jax/compilation_cache/compile_requests_use_cache": "requests", "/jax/compilation_cache/cache_hits": "hits"}
@@ -81,3 +84,28 @@ def summary() -> str:
     """How many programs came from the cache and how many were compiled, so far in this process."""
     loaded = _counts["hits"]
     return f"compilation cache: {loaded} programs loaded, {_counts['requests'] - loaded} compiled"
+
+
+def shared_jit(fun: Callable, **options: Any) -> Callable:
+    """`jax.jit(fun, **options)`, made once per process for an equal `fun` and equal options, so that
+    stages of one main job that run the same program compile it once: rl and rl_outcome's updates, two
+    SFT runs' steps, every model load's buffers. The persistent cache cannot stand in for this: even
+    its hits trace and lower the program again, and on a cluster JAX writes it from process 0 alone,
+    so every other process compiled each program anew in every stage. `fun` must compare by value (a
+    frozen dataclass, a module-level function, or a `functools.partial` of one with hashable arguments)."""
+    key = (_by_value(fun), tuple((name, _flat(value)) for name, value in sorted(options.items())))
+    if key not in _shared:
+        _shared[key] = jax.jit(fun, **options)
+    return _shared[key]
+
+
+def _by_value(fun: Callable) -> Hashable:
+    if isinstance(fun, functools.partial):  # partials compare by identity
+        return fun.func, fun.args, tuple(sorted(fun.keywords.items()))
+    return fun
+
+
+def _flat(value: Any) -> Hashable:
+    """A pytree of shardings (or of numbers) as its structure and leaves."""
+    leaves, structure = jax.tree.flatten(value)
+    return structure, tuple(leaves)

@@ -1,12 +1,22 @@
 """The persistent compilation cache: a second run of a command compiles nothing, and a corrupt or
-unwritable cache folder costs one warning line, never the run."""
+unwritable cache folder costs one warning line, never the run. Stages of one process share equal
+jitted programs."""
 
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 from sv_jax import compilation
+from sv_jax.models import ModelConfig
+from sv_jax.training.lm import LMStep
+from sv_jax.training.optimizer import make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,3 +55,25 @@ def test_an_unwritable_cache_folder_is_one_warning_and_no_cache(capsys):
     assert compilation.enable("/proc/sv_jax-cache") is None
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sv_jax: warning: compilation cache /proc/sv_jax-cache is not writable")
+
+
+def test_equal_steps_and_buffers_share_one_jitted_function_and_unequal_ones_do_not():
+    """What rl and rl_outcome, or sft and sft_correct_only, build with equal settings is one function,
+    so the second stage compiles nothing; any difference (settings, layout) is another function."""
+    config = ModelConfig(family="qwen2", vocab_size=64, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                         num_kv_heads=2, head_dim=8)
+
+    def step(learning_rate: float):
+        return compilation.shared_jit(LMStep(config, make_optimizer(learning_rate, 10)[0]), donate_argnums=0)
+
+    assert step(1e-3) is step(1e-3)
+    assert step(2e-3) is not step(1e-3)
+    mesh = Mesh(np.array(jax.devices()[:2]), ("fsdp",))
+
+    def zeros(shape, spec):
+        return compilation.shared_jit(functools.partial(jnp.zeros, shape, jnp.float32),
+                                      out_shardings=NamedSharding(mesh, spec))
+
+    assert zeros((4, 2), PartitionSpec("fsdp")) is zeros((4, 2), PartitionSpec("fsdp"))
+    assert zeros((4, 2), PartitionSpec()) is not zeros((4, 2), PartitionSpec("fsdp"))
+    assert zeros((6, 2), PartitionSpec("fsdp")) is not zeros((4, 2), PartitionSpec("fsdp"))

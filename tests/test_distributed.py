@@ -1,6 +1,6 @@
 """Host work split over processes (`sv_jax.distributed`): the shares partition a dataset in order, and
 a bad item in one process's share stops every process with its line. The real cluster runs in
-tests/test_multiprocess.py; here the process index and the exchange are stood in for."""
+tests/test_main_job.py; here the process index and the exchange are stood in for."""
 
 import pickle
 

@@ -1,6 +1,6 @@
-"""Stage rl on the tiny preset: the main job end to end (every stage, both reward levels, the
-table), an exact resume after the process is killed, a fixed few compiled programs whatever the
-responses' lengths, branches of retries, and config errors as one line."""
+"""Stage rl on the tiny preset (the main job end to end: tests/test_main_job.py): an exact resume after
+the process is killed, a fixed few compiled programs whatever the responses' lengths, branches of
+retries, and config errors as one line."""
 
 import copy
 import json
@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import transformers
 
 from configs import rl as rl_config
 from sv_jax.stages import eval as eval_stage
@@ -19,26 +18,6 @@ from sv_jax.stages import rl
 from sv_jax.training.rewards import RewardValues
 from sv_jax.training.rollout import retry_point
 from tests.killing import ENV, REPO, kill_and_resume, stage_command
-
-
-def test_main_job_runs_every_stage_and_ends_with_the_table(tmp_path):
-    config = rl_config.get_config("tiny")
-    config.workdir = str(tmp_path)
-    rl.run(config)  # base → data → sft → rl (process, then outcome) → eval of every policy
-    table = json.loads((tmp_path / "eval" / "table.json").read_text())
-    assert list(table) == ["base", "correct-only SFT", "S²R SFT", "S²R RL (outcome)", "S²R RL (process)"]
-    assert all(row["n"] == config.eval.num_questions for row in table.values())
-    assert all({"fix_rate", "repeat_rate", "break_rate"} <= set(row) for row in table.values())
-    assert (tmp_path / "eval" / "table.md").read_text().count("\n") == 2 + len(table)
-    for name in ("rl", "rl_outcome"):
-        metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        assert [m["step"] for m in metrics] == [1, 2]
-        assert {"reward", "acc_final", "verify_acc", "wrong_to_right", "right_to_wrong", "fix_rate", "repeat_rate",
-                "break_rate", "kl", "clip_fraction", "loss", "lr"} <= set(metrics[-1])
-        for m in metrics:  # the final answer differs from the first exactly by the corrections
-            assert m["acc_final"] - m["acc_first"] == pytest.approx(m["wrong_to_right"] - m["right_to_wrong"])
-        assert (tmp_path / name / "tensorboard").is_dir()
-        transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
 
 
 def rl_command(workdir: Path) -> list[str]:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
+from sv_jax.compilation import shared_jit
 from sv_jax.distributed import barrier, to_global, to_host
 from sv_jax.errors import UserError
 from sv_jax.io import is_remote, local_copy, written_locally
@@ -167,8 +168,8 @@ def load_hf(
                 _set(params, mapping.path, _placed(array, sharding))
                 continue
             if mapping.path not in stacks:
-                stacks[mapping.path] = jax.jit(functools.partial(jnp.zeros, target.shape, target.dtype),
-                                               out_shardings=sharding)()
+                stacks[mapping.path] = shared_jit(functools.partial(jnp.zeros, target.shape, target.dtype),
+                                                  out_shardings=sharding)()
             layer_sharding = None if sharding is None else NamedSharding(mesh, PartitionSpec(*sharding.spec[1:]))
             stacks[mapping.path] = _with_layer(stacks[mapping.path], _placed(array, layer_sharding),
                                                np.int32(mapping.layer))

@@ -17,11 +17,11 @@ import functools
 import json
 import math
 
-import jax
 import ml_collections
 import numpy as np
 from etils import epath
 
+from sv_jax.compilation import shared_jit
 from sv_jax.distributed import map_shares, on_process_zero, to_global
 from sv_jax.errors import UserError
 from sv_jax.io import numbered_records, write_jsonl
@@ -104,12 +104,12 @@ def train_policy(config: ml_collections.ConfigDict) -> epath.Path:
     state, layout = placed_train_state({"policy": reference}, optimizer,
                                        {"policy": param_shardings(policy.config, mesh)}, mesh)
     on_rows = rows_sharding(mesh)
-    update = jax.jit(OfflineStep(policy.config.replace(remat=settings.remat), optimizer, settings.temperature,
-                                 settings.clip, settings.kl_coef, micro_batches=settings.micro_batches,
-                                 num_actions=rows * most_actions),
-                     donate_argnums=0, in_shardings=(layout, on_rows), out_shardings=(layout, replicated(mesh)))
-    score = jax.jit(functools.partial(policy_outputs, policy.config, temperature=settings.temperature),
-                    in_shardings=(layout.params, on_rows), out_shardings=on_rows)
+    update = shared_jit(OfflineStep(policy.config.replace(remat=settings.remat), optimizer, settings.temperature,
+                                    settings.clip, settings.kl_coef, micro_batches=settings.micro_batches,
+                                    num_actions=rows * most_actions),
+                        donate_argnums=0, in_shardings=(layout, on_rows), out_shardings=(layout, replicated(mesh)))
+    score = shared_jit(functools.partial(policy_outputs, policy.config, temperature=settings.temperature),
+                       in_shardings=(layout.params, on_rows), out_shardings=on_rows)
     row_length = rollouts.row_length
 
     def batch_for_step(step: int) -> dict:

@@ -27,6 +27,7 @@ from etils import epath
 from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
+from sv_jax.compilation import shared_jit
 from sv_jax.detokenize import token_pieces
 from sv_jax.distributed import gather_by_index, map_shares, on_process_zero, to_global, to_host
 from sv_jax.errors import UserError, require_steps
@@ -259,13 +260,14 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
         param_layout["value"] = replicated(mesh)
     state, layout = placed_train_state(params, optimizer, param_layout, mesh)
     rows = rows_sharding(mesh)
-    update = jax.jit(PPOStep(policy.config.replace(remat=settings.remat), optimizer, settings.temperature, settings.clip,
-                             settings.kl_coef if settings.kl_in == "loss" else 0.0, settings.entropy_coef,
-                             settings.value_coef, settings.micro_batches), donate_argnums=0,
-                     in_shardings=(layout, rows), out_shardings=(layout, replicated(mesh)))
+    update = shared_jit(PPOStep(policy.config.replace(remat=settings.remat), optimizer, settings.temperature,
+                                settings.clip, settings.kl_coef if settings.kl_in == "loss" else 0.0,
+                                settings.entropy_coef, settings.value_coef, settings.micro_batches), donate_argnums=0,
+                        in_shardings=(layout, rows), out_shardings=(layout, replicated(mesh)))
     # one program scores the policy and the reference (given the policy's value head, its estimates unused)
-    score = jax.jit(functools.partial(policy_outputs, policy.config, temperature=settings.temperature),
-                    in_shardings=(layout.params, rows), out_shardings=rows)
+    score = shared_jit(functools.partial(policy_outputs, policy.config, temperature=settings.temperature),
+                       in_shardings=(layout.params, rows), out_shardings=rows)
+    programs_before = _programs(score), _programs(update)  # an earlier stage of this process may have compiled some
     # every packed row count is a rung of a fixed ladder, so that the run compiles a few programs; the
     # top rungs hold a step's most responses (its questions' and its branches') one a row
     most = (settings.questions_per_step + settings.branches) * settings.samples_per_question
@@ -315,7 +317,8 @@ def train_policy(config: ml_collections.ConfigDict, reward: str) -> epath.Path:
         bar.close()
         writer.close()
         checkpointer.wait()
-    print(f"rl {name}: compiled {_programs(score)} scoring, {_programs(update)} update and "
+    print(f"rl {name}: compiled {_programs(score) - programs_before[0]} scoring, "
+          f"{_programs(update) - programs_before[1]} update and "
           f"{rollouts.sampler.compilations} sampling programs")
     save_hf(directory / "model", policy.config, state.params["policy"], policy.tokenizer)
     print(f"rl: policy written to {directory / 'model'}")

@@ -3,7 +3,8 @@
 `math_verify` bounds its own time with `signal.alarm`, which only works in a process's main thread;
 each worker of a process pool runs its task there, so the bound holds, and a worker stuck beyond it
 cannot stall the stage: its result is waited for only `timeout_s` more, then counted wrong. Model
-text is parsed, never executed.
+text is parsed, never executed. `math_verify` is imported where it is used: it imports sympy (~0.5 s a
+process), which the built-in task never needs.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import concurrent.futures
 import multiprocessing
 from typing import Sequence
 
-import math_verify
-
 
 def extract_answer(text: str, timeout_s: int = 5) -> str | None:
     """The final answer math-verify reads in `text` (its string form), or None if it finds none."""
+    import math_verify
+
     parsed = math_verify.parse(text, parsing_timeout=timeout_s)
     return str(parsed[-1]) if parsed else None
 
 
 def grade_one(reference: str, text: str, timeout_s: int = 5) -> tuple[bool, str | None]:
     """(Does `text`'s final answer equal `reference`?, that answer). Runs in a worker's main thread."""
+    import math_verify
+
     answer = extract_answer(text, timeout_s)
     if answer is None:
         return False, None

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from sv_jax.compilation import shared_jit
 from sv_jax.models import ModelConfig, Params, forward, param_shardings
 from sv_jax.sharding import batch_sharding, replicated, state_shardings
 from sv_jax.training.losses import masked_cross_entropy
@@ -45,7 +46,7 @@ def placed_train_state(params: Params, optimizer: optax.GradientTransformation, 
     parameter; and that layout (a `TrainState` of shardings), for the step's `in_shardings`."""
     init = functools.partial(init_train_state, optimizer=optimizer)
     layout = state_shardings(jax.eval_shape(init, params), param_layout, optimizer, mesh)
-    return jax.jit(init, in_shardings=(param_layout,), out_shardings=layout)(params), layout
+    return shared_jit(init, in_shardings=(param_layout,), out_shardings=layout)(params), layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,5 +111,5 @@ def jit_lm_step(step: LMStep, layout: TrainState, mesh: Mesh, with_reference: bo
     `[micro_batches, rows, time]` batch split by rows, the reference policy (a third argument
     `with_reference`) laid out as the parameters, metrics replicated."""
     reference = (layout.params,) if with_reference else ()
-    return jax.jit(step, donate_argnums=0, in_shardings=(layout, batch_sharding(mesh), *reference),
-                   out_shardings=(layout, replicated(mesh)))
+    return shared_jit(step, donate_argnums=0, in_shardings=(layout, batch_sharding(mesh), *reference),
+                      out_shardings=(layout, replicated(mesh)))

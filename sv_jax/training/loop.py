@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
-from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
 from sv_jax.checkpoint import Checkpointer
@@ -37,6 +36,10 @@ class MetricsWriter:
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
+        # imported here: tensorboardX imports torch where it is installed (~2 s), which every other
+        # process, and every stage that trains nothing, need not pay
+        from tensorboardX import SummaryWriter
+
         self._tensorboard = SummaryWriter(str(directory / "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:

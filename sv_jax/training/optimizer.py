@@ -3,11 +3,14 @@ the parameters' dtype; and a linear cool-down."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
 
 
+@functools.lru_cache(maxsize=None)
 def make_optimizer(
     learning_rate: float,
     total_steps: int,
@@ -18,7 +21,8 @@ def make_optimizer(
     b1: float = 0.9,
     b2: float = 0.95,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optimizer and its learning-rate schedule (for logging)."""
+    """The optimizer and its learning-rate schedule (for logging). One object per settings, so that
+    stages with equal settings build equal training steps, which share their programs (`shared_jit`)."""
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=learning_rate,
