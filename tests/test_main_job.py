@@ -15,6 +15,7 @@ import pytest
 import transformers
 from safetensors.numpy import load_file
 
+from configs import rl as rl_config
 from tests.cluster import REPO, Cluster, environment, run_cluster, xla_flags
 
 pytestmark = pytest.mark.xdist_group("main_job")
@@ -26,8 +27,9 @@ TRAINED = ("base", "sft", "sft_correct_only", "rl", "rl_outcome")
 def one_process(tmp_path_factory):
     """The workdir of the tiny main job on one process of 8 devices, mesh (1, 8, 1)."""
     workdir = tmp_path_factory.mktemp("one_process")
-    subprocess.run([sys.executable, "-m", "sv_jax.main", *MAIN_JOB, f"--workdir={workdir}"], cwd=REPO,
-                   env={**environment(), "XLA_FLAGS": xla_flags(8)}, check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "sv_jax.main", *MAIN_JOB, f"--workdir={workdir}"], cwd=REPO,
+                          env={**environment(), "XLA_FLAGS": xla_flags(8)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     return workdir
 
 
@@ -35,7 +37,7 @@ def test_main_job_runs_every_stage_and_ends_with_the_table(one_process):
     """base → data → sft → rl (process, then outcome) → eval of every policy."""
     table = json.loads((one_process / "eval" / "table.json").read_text())
     assert list(table) == ["base", "correct-only SFT", "S²R SFT", "S²R RL (outcome)", "S²R RL (process)"]
-    assert all(row["n"] == 8 for row in table.values())  # the tiny preset's eval.num_questions
+    assert all(row["n"] == rl_config.get_config("tiny").eval.num_questions for row in table.values())
     assert all({"fix_rate", "repeat_rate", "break_rate"} <= set(row) for row in table.values())
     assert (one_process / "eval" / "table.md").read_text().count("\n") == 2 + len(table)
     for name in ("rl", "rl_outcome"):
