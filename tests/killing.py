@@ -12,9 +12,9 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from tests import FAST_COMPILE
+from tests.cluster import REPO, environment
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE}
+ENV = {**environment(), "XLA_FLAGS": FAST_COMPILE}  # one device; conftest adds the session's compilation cache
 
 
 def stage_command(config: str, workdir: Path, *overrides: str) -> list[str]:
