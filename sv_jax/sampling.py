@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from sv_jax.distributed import rows_here, to_global
 from sv_jax.models import KVCache, ModelConfig, Params, forward, init_cache, param_shardings
-from sv_jax.models.decoder import CACHE
+from sv_jax.models.decoder import CACHE, KEY_VALUE, decodes_unrolled, unstacked_layers
 from sv_jax.models.partitioning import constrain
 from sv_jax.sharding import data_parallelism, replicated, rows_sharding, split_over_model_only
 
@@ -107,7 +107,7 @@ def choose_tokens(logits: jax.Array, rng: jax.Array, spec: SamplingSpec) -> tupl
     """Draws one token per row from `logits [rows, vocab]` with `rng` (one key, or one a row); returns
     tokens and their log-probs `[rows]`."""
     if spec.vocab_size is not None and spec.vocab_size < logits.shape[-1]:
-        logits = jnp.where(jnp.arange(logits.shape[-1]) < spec.vocab_size, logits, -jnp.inf)
+        logits = logits[:, : spec.vocab_size]  # the same draws and log-probs as -inf past it, on fewer entries
     if spec.temperature > 0:
         logits = logits / spec.temperature
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -132,7 +132,8 @@ class _Rows:
 
     ids: the row's place in the output; its random draws are keyed by it, so that a row's sample does
     not depend on which other rows share its batch.
-    keys / values: the layers' stacked cache `[layers, rows, kv_heads, slots, head_dim]` (`ROW_AXIS`).
+    keys / values: the layers' stacked cache `[layers, rows, kv_heads, slots, head_dim]`, or a tuple of
+      one `[rows, kv_heads, slots, head_dim]` a layer when the decode step runs its layers unrolled.
     """
 
     ids: jax.Array
@@ -148,9 +149,6 @@ class _Rows:
     recent: jax.Array
     ended: jax.Array
 
-
-# Where each field of `_Rows` holds its rows: axis 1 of the layer-stacked cache, axis 0 elsewhere.
-ROW_AXIS = _Rows(**{f.name: 0 for f in dataclasses.fields(_Rows)}).replace(keys=1, values=1)
 
 
 def generate(
@@ -180,6 +178,13 @@ def generate(
     def per_sample(x: jax.Array, axis: int = 0) -> jax.Array:
         return jnp.repeat(x, num_samples, axis=axis)
 
+    unrolled = decodes_unrolled(config)
+    if unrolled:  # sliced once here, not at every step
+        params = unstacked_layers(params)
+
+    def per_layer(stacked: jax.Array) -> jax.Array | tuple[jax.Array, ...]:
+        return tuple(per_sample(layer) for layer in stacked) if unrolled else per_sample(stacked, axis=1)
+
     rows = prompts * num_samples
     rng, first_rng = jax.random.split(rng)
     token, logprob = choose_tokens(per_sample(logits[:, -1]), first_rng, spec)
@@ -189,8 +194,8 @@ def generate(
         tokens=jnp.zeros((rows, spec.max_new_tokens), jnp.int32),
         logprobs=jnp.zeros((rows, spec.max_new_tokens), jnp.float32),
         lengths=jnp.zeros((rows,), jnp.int32),
-        keys=per_sample(cache.keys, axis=1),
-        values=per_sample(cache.values, axis=1),
+        keys=per_layer(cache.keys),
+        values=per_layer(cache.values),
         cache_segments=per_sample(cache.segment_ids),
         token=token,
         logprob=logprob,
@@ -235,8 +240,9 @@ def _laid_out(config: ModelConfig, state: _Rows) -> _Rows:
     if config.mesh is None:
         return state
     by_rows = lambda x: constrain(x, ("activation_rows",) + (None,) * (x.ndim - 1), config.mesh)  # noqa: E731
+    by_heads = lambda x: constrain(x, CACHE if x.ndim == 5 else KEY_VALUE, config.mesh)  # noqa: E731
     return jax.tree.map(by_rows, state.replace(keys=None, values=None)).replace(
-        keys=constrain(state.keys, CACHE, config.mesh), values=constrain(state.values, CACHE, config.mesh))
+        keys=jax.tree.map(by_heads, state.keys), values=jax.tree.map(by_heads, state.values))
 
 
 def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int,
@@ -253,14 +259,19 @@ def _decode_compacted(decode, step: jax.Array, state: _Rows, phase_end: int,
             step, full = carry
             if size == rows:
                 return decode((step, full), phase_end)
-            at_picked = lambda axis: (slice(None),) * axis + (going_first[:size],)  # noqa: E731
-            part = jax.tree.map(lambda axis, x: x[at_picked(axis)], ROW_AXIS, full)
+            at_picked = lambda x: (slice(None),) * _row_axis(x) + (going_first[:size],)  # noqa: E731
+            part = jax.tree.map(lambda x: x[at_picked(x)], full)
             step, part = decode((step, _laid_out(config, part)), phase_end)
-            return step, jax.tree.map(lambda axis, x, y: x.at[at_picked(axis)].set(y), ROW_AXIS, full, part)
+            return step, jax.tree.map(lambda x, y: x.at[at_picked(x)].set(y), full, part)
 
         return branch
 
     return jax.lax.switch(smallest_fit, [on(size) for size in sizes], (step, state))
+
+
+def _row_axis(x: jax.Array) -> int:
+    """Where a `_Rows` field holds its rows: axis 1 of a layer-stacked cache (5-d), else axis 0."""
+    return 1 if x.ndim == 5 else 0
 
 
 def decode_phases(max_new_tokens: int, first: int = 64) -> list[int]:
@@ -280,8 +291,8 @@ def _grown(state: _Rows, slots: int) -> _Rows:
     extra = slots - state.cache_segments.shape[1]
     if extra == 0:
         return state
-    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra), (0, 0)))  # noqa: E731
-    return state.replace(keys=pad(state.keys), values=pad(state.values),
+    pad = lambda x: jnp.pad(x, ((0, 0),) * (x.ndim - 2) + ((0, extra), (0, 0)))  # noqa: E731
+    return state.replace(keys=jax.tree.map(pad, state.keys), values=jax.tree.map(pad, state.values),
                          cache_segments=jnp.pad(state.cache_segments, ((0, 0), (0, extra))))
 
 

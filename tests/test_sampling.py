@@ -45,18 +45,21 @@ def test_greedy_equals_transformers_generate_across_cache_growth(qwen2_folder):
         assert sample.token_ids == hf_greedy(qwen2_folder, prompt, 150)
 
 
-def test_compacting_the_rows_still_going_changes_no_sample(qwen2_folder):
+@pytest.mark.parametrize("decode_layers", ["scan", "unrolled"])
+def test_compacting_the_rows_still_going_changes_no_sample(decode_layers, qwen2_folder):
     """After 64 new tokens most rows of this batch have stopped; the later phases run on the rest,
-    gathered into a smaller batch. Every row's tokens, log-probs and length are those of the full batch."""
+    gathered into a smaller batch. Every row's tokens, log-probs and length are those of the full batch
+    decoded under the layer scan, whether the compacted decode scans its layers or unrolls them."""
     model = load_hf(qwen2_folder, with_tokenizer=False)
+    scanned = model.config.replace(decode_layers="scan")
     prompts, mask = np.zeros((8, 16), np.int32), np.zeros((8, 16), np.int32)
     for row, prompt in enumerate(PROMPTS * 2):
         prompts[row, 16 - len(prompt) :], mask[row, 16 - len(prompt) :] = prompt, 1
     stops = tuple((token,) for token in range(1, 384, 40))  # ~2.5 % a token: lengths spread over the phases
     spec = SamplingSpec(max_new_tokens=150, temperature=1.0, stop_sequences=stops)
     run = jax.jit(generate, static_argnums=(0, 5, 6, 7))
-    full, compacted = (run(model.config, model.params, prompts, mask, jax.random.key(2), spec, 4, compact)
-                       for compact in (False, True))
+    full, compacted = (run(config, model.params, prompts, mask, jax.random.key(2), spec, 4, compact)
+                       for config, compact in ((scanned, False), (scanned.replace(decode_layers=decode_layers), True)))
     lengths = np.asarray(full.lengths)
     assert 0 < np.sum(lengths > 64) <= len(lengths) // 2  # a smaller batch serves the phases after 64
     np.testing.assert_array_equal(np.asarray(compacted.lengths), lengths)
@@ -137,11 +140,17 @@ def test_sampled_frequencies_match_truncated_softmax():
         assert 2 <= np.count_nonzero(expected) < config.vocab_size  # the case does truncate
 
 
-def test_tokens_past_the_tokenizer_vocabulary_are_never_drawn():
-    logits = np.zeros((2000, 10), np.float32)
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_tokens_past_the_tokenizer_vocabulary_are_never_drawn(temperature):
+    """And the log-probs are those of the distribution without them."""
+    logits = np.random.default_rng(0).normal(size=(2000, 10)).astype(np.float32)
     logits[:, 8:] = 5.0  # the padded ids are the likeliest
-    tokens, _ = choose_tokens(logits, jax.random.key(0), SamplingSpec(max_new_tokens=1, vocab_size=8))
-    assert np.asarray(tokens).max() < 8
+    spec = SamplingSpec(max_new_tokens=1, temperature=temperature, vocab_size=8)
+    tokens, logprobs = choose_tokens(logits, jax.random.key(0), spec)
+    tokens = np.asarray(tokens)
+    assert tokens.max() < 8
+    within = jax.nn.log_softmax(logits[:, :8] / (temperature or 1.0), axis=-1)
+    np.testing.assert_allclose(logprobs, np.take_along_axis(np.asarray(within), tokens[:, None], 1)[:, 0], atol=1e-6)
 
 
 def test_a_call_pads_every_batch_to_one_prompt_length(qwen2_folder):
@@ -214,13 +223,15 @@ def test_draws_over_a_large_vocabulary_follow_the_softmax():
     assert np.max(np.abs(counts / counts.sum() - expected)) < 0.015  # standard error at most 0.0025
 
 
-def test_the_sampler_program_does_not_grow_with_the_layers():
-    """The layers run under one scan: the lowered sampler holds one layer's body at any depth (with a
-    Python loop over layers, 2 layers lowered to ~1.0 MB of StableHLO and each more added ~240 kB)."""
+def test_the_scanned_sampler_program_does_not_grow_with_the_layers():
+    """Under `decode_layers="scan"` (TPU and GPU by default) the layers run under one scan: the lowered
+    sampler holds one layer's body at any depth (with a Python loop over layers, 2 layers lowered to
+    ~1.0 MB of StableHLO and each more added ~240 kB)."""
 
     def program_bytes(num_layers: int) -> int:
         config = ModelConfig(family="qwen2", vocab_size=128, hidden_size=32, intermediate_size=64,
-                             num_layers=num_layers, num_heads=8, num_kv_heads=4, head_dim=8, attention_bias=True)
+                             num_layers=num_layers, num_heads=8, num_kv_heads=4, head_dim=8, attention_bias=True,
+                             decode_layers="scan")
         prompts = jax.ShapeDtypeStruct((8, 16), jnp.int32)
         run = jax.jit(generate, static_argnums=(0, 5, 6))
         spec = SamplingSpec(max_new_tokens=512, temperature=1.0)

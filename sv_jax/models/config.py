@@ -16,6 +16,12 @@ ROPE_TYPES = ("default", "linear", "llama3")
 # layer's input is kept); or everything but the weight matmuls' outputs (q, k, v, o, MLP gate / up /
 # down: JAX's `dots_with_no_batch_dims_saveable`; attention scores and elementwise work recomputed).
 REMAT_POLICIES = ("none", "full", "dots")
+# How a decode step runs the layers (`ModelConfig.decode_layers`): under the scan, one compiled layer at
+# any depth; or unrolled over a cache and weights per layer, a program that grows with depth but whose
+# matmuls read their weights and keys in place. XLA's CPU backend copies every stacked slice that
+# feeds a matmul (~40 % of a decode step of a 6-layer model), TPU and GPU fuse the slice: `auto`
+# unrolls on CPU only.
+DECODE_LAYERS = ("auto", "scan", "unrolled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +61,7 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat: str = "none"  # REMAT_POLICIES: recompute layer activations in the backward pass, memory for time
+    decode_layers: str = "auto"  # DECODE_LAYERS: the layers of a sampler's decode step, scanned or unrolled
     # Time steps whose logits a training or scoring pass holds at once: longer rows go chunk by chunk,
     # each chunk's logits recomputed in the backward pass (a 7B model's [4096, 152064] float32 logits
     # of one row are 2.3 GiB, and the loss and its gradient need several such arrays). 0: whole rows.
@@ -81,6 +88,8 @@ class ModelConfig:
             )
         if self.remat not in REMAT_POLICIES:
             raise UserError(f"remat policy {self.remat!r} is not one of {', '.join(REMAT_POLICIES)}")
+        if self.decode_layers not in DECODE_LAYERS:
+            raise UserError(f"decode_layers {self.decode_layers!r} is not one of {', '.join(DECODE_LAYERS)}")
         if self.rope_scaling.rope_type not in ROPE_TYPES:
             raise UserError(
                 f"rope type {self.rope_scaling.rope_type!r} is not supported; known: {', '.join(ROPE_TYPES)}"

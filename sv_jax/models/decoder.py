@@ -3,7 +3,8 @@
 Parameters are a plain pytree (`init_params`); every one is declared with logical axis names
 (`logical_axes`), which `sv_jax.sharding` rules map onto a device mesh. The layers run under `nn.scan`
 over one stacked subtree, `params["layers"]`, whose leaves have a leading `[num_layers]` axis: the
-compiled program holds one layer, whatever the depth. The cache is a value passed in and returned,
+compiled program holds one layer, whatever the depth. A decode step may instead run them unrolled
+over a cache per layer (`ModelConfig.decode_layers`, the default on CPU). The cache is a value passed in and returned,
 never hidden module state, so prefill and decode are ordinary jittable calls.
 
 Sequence layout. `segment_ids [batch, time]` marks real tokens (> 0) and padding (0); tokens attend
@@ -46,7 +47,8 @@ class KVCache:
     """Keys and values of every layer for `max_len` slots; slots `< index` are filled.
 
     keys / values: `[layers, batch, kv_heads, max_len, head_dim]` (head-major, so that a decode step
-      reads each head's keys contiguously).
+      reads each head's keys contiguously), or a tuple of one `[batch, kv_heads, max_len, head_dim]`
+      a layer: the decoder then runs its layers unrolled, and takes them as `unstacked_layers`.
     segment_ids: `[batch, max_len]`, 0 where a slot holds padding or nothing yet.
     index: scalar int32, the slot the next token is written to (the same for every row).
     """
@@ -164,7 +166,11 @@ class Attention(nn.Module):
         value = self._projection(c.num_kv_heads, "kv_heads", "v")(x)
         key, value = (constrain(a.transpose(0, 2, 1, 3), KEY_VALUE, c.mesh) for a in (key, value))
         causal = cache is None
-        if not causal:
+        if not causal and layer is None:  # this layer's own cache: written in place, read whole
+            cache = tuple(constrain(jax.lax.dynamic_update_slice(own, new.astype(own.dtype), (0, 0, cache_index, 0)),
+                                    KEY_VALUE, c.mesh) for own, new in zip(cache, (key, value)))
+            key, value = cache
+        elif not causal:
             # Only this call's tokens are written, into the whole stacked cache that the layer scan
             # carries: XLA then updates it in place (a cache passed through the scan as its xs / ys
             # would be copied whole every decode step). The layer's slots are read back from it.
@@ -263,16 +269,25 @@ class Decoder(nn.Module):
         x = constrain(embed(tokens), HIDDEN, c.mesh)
         mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
         block = Block if c.remat == "none" else nn.remat(Block, policy=_REMAT_POLICY[c.remat], prevent_cse=False)
-        layers = nn.scan(
-            block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-            length=c.num_layers,
-            metadata_params={nn.PARTITION_NAME: LAYERS},
-        )(c, name="layers")
-        stacked = None if cache is None else (cache.keys, cache.values)
-        (x, stacked), _ = layers((x, stacked), jnp.arange(c.num_layers), positions, mask, cache_index)
+        if cache is not None and isinstance(cache.keys, tuple):  # unstacked layers, a cache each
+            stacked = [], []
+            for i in range(c.num_layers):
+                (x, (keys, values)), _ = block(c, name=f"layers_{i}")(
+                    (x, (cache.keys[i], cache.values[i])), None, positions, mask, cache_index)
+                stacked[0].append(keys)
+                stacked[1].append(values)
+            stacked = tuple(stacked[0]), tuple(stacked[1])
+        else:
+            layers = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                length=c.num_layers,
+                metadata_params={nn.PARTITION_NAME: LAYERS},
+            )(c, name="layers")
+            stacked = None if cache is None else (cache.keys, cache.values)
+            (x, stacked), _ = layers((x, stacked), jnp.arange(c.num_layers), positions, mask, cache_index)
         if last_only:  # a prefill needs the next-token logits only: skip `[batch, time, vocab]`
             x = x[:, -1:]
         x = RMSNorm(c, name="final_norm")(x)
@@ -340,6 +355,24 @@ class _LayersOneByOne(nn.Module):
     def __call__(self, *inputs):
         for i in range(self.config.num_layers):
             Block(self.config, name=f"layers_{i}")(*inputs)
+
+
+def decodes_unrolled(config: ModelConfig) -> bool:
+    """Whether decode steps run the layers unrolled (`ModelConfig.decode_layers`; `auto`: on CPU)."""
+    if config.decode_layers != "auto":
+        return config.decode_layers == "unrolled"
+    platform = jax.default_backend() if config.mesh is None else config.mesh.devices.flat[0].platform
+    return platform == "cpu"
+
+
+def unstacked_layers(params: Params) -> Params:
+    """`params` with its stacked layers as the separate subtrees `layers_0`, `layers_1`, ..., as a
+    decoder with a cache per layer takes them."""
+    unstacked = {name: tree for name, tree in params.items() if name != "layers"}
+    num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
+    for i in range(num_layers):
+        unstacked[f"layers_{i}"] = jax.tree.map(lambda x: x[i], params["layers"])
+    return unstacked
 
 
 def init_params(config: ModelConfig, rng: jax.Array) -> Params:
