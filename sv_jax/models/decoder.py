@@ -270,13 +270,11 @@ class Decoder(nn.Module):
         mask, cache_index, key_segments = _attention_mask(segment_ids, cache)
         block = Block if c.remat == "none" else nn.remat(Block, policy=_REMAT_POLICY[c.remat], prevent_cse=False)
         if cache is not None and isinstance(cache.keys, tuple):  # unstacked layers, a cache each
-            stacked = [], []
-            for i in range(c.num_layers):
-                (x, (keys, values)), _ = block(c, name=f"layers_{i}")(
-                    (x, (cache.keys[i], cache.values[i])), None, positions, mask, cache_index)
-                stacked[0].append(keys)
-                stacked[1].append(values)
-            stacked = tuple(stacked[0]), tuple(stacked[1])
+            written = []
+            for i, layer_cache in enumerate(zip(cache.keys, cache.values)):
+                (x, layer_cache), _ = block(c, name=f"layers_{i}")((x, layer_cache), None, positions, mask, cache_index)
+                written.append(layer_cache)
+            stacked = tuple(zip(*written))  # (every layer's keys, every layer's values)
         else:
             layers = nn.scan(
                 block,
