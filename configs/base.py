@@ -27,6 +27,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # answers (38 % against 68.5 %) and stage 0 built mostly hard trajectories; at 0.3 they did not
     # (experiments/RESULTS.md).
     config.base.confirmative_share = 0.75
+    # Solutions by the task's second route (`parts`: subtractions split, products from one bag less),
+    # and checking exercises that check an attempt by that route, so by the first: π₀ learns both
+    # routes, and a retry can take the one the rejected attempt did not. 0: one route, as before.
+    config.base.parts_route_share = 0.0
     # Arithmetic drills: documents of bare single-step results, the facts solutions and checks use.
     config.base.drill_share = 0.25
     config.base.drill_facts = 8

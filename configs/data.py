@@ -34,6 +34,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # answer. 0: the paper's trajectories alone. On a questions file each such question asks the
     # verifier again for every right candidate, for a check with the wrong verdict.
     config.data.false_rejections = 1.0
+    # `other`: a trajectory's right attempt takes another route than the wrong attempt just rejected,
+    # where one of π₀'s samples did, and a false rejection is followed by a right attempt by another
+    # route (questions with none get no false rejection); `any`: any right attempt, and a false
+    # rejection followed by the rejected attempt again, verbatim. A questions file's routes are its
+    # distinct texts.
+    config.data.retry_route = "any"
     config.data.use_reference = True  # a question with no right sample ends on its reference solution
     config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)
 

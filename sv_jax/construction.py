@@ -8,7 +8,7 @@ verification. Pure functions; the `data` stage feeds them samples and writes wha
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -49,12 +49,20 @@ def choose_style(style: str, rng: np.random.Generator, confirmative_share: float
     return "confirmative" if rng.random() < confirmative_share else "problem_solving"
 
 
-def candidates(attempts: Sequence[Attempt], max_right: int = 2) -> list[Attempt]:
+RouteOf = Callable[["Attempt"], Hashable]  # the approach an attempt takes (the built-in task's solution route)
+
+
+def candidates(attempts: Sequence[Attempt], max_right: int = 2, route_of: RouteOf | None = None) -> list[Attempt]:
     """The attempts a trajectory may use, so the only ones worth verifying: one per distinct wrong
-    answer (a trajectory never repeats a wrong answer), and up to `max_right` distinct right ones."""
+    answer (a trajectory never repeats a wrong answer), and up to `max_right` distinct right ones
+    (with `route_of`, the first of each route: retries after a rejection want another route)."""
     wrong = {a.answer: a for a in attempts if not a.correct and a.answer is not None}
-    right = list(dict.fromkeys(a for a in attempts if a.correct))[:max_right]
-    return list(wrong.values()) + right
+    distinct = route_of or (lambda attempt: attempt)
+    right = {}
+    for attempt in attempts:
+        if attempt.correct:
+            right.setdefault(distinct(attempt), attempt)
+    return list(wrong.values()) + list(right.values())[:max_right]
 
 
 def build_trajectory(
@@ -62,13 +70,16 @@ def build_trajectory(
     rounds: int,
     verifications: Mapping[Attempt, str],
     rng: np.random.Generator,
+    route_of: RouteOf | None = None,
 ) -> list[Action] | None:
     """`rounds - 1` wrong attempts, each with a verification that rejects it, then a right attempt
     with one that confirms it; None when no right attempt has a verification.
 
     Only attempts with a verification in `verifications` (one that reached the right verdict) are
-    used; wrong ones are distinct by answer, and with too few the trajectory has fewer rounds. Wrong
-    attempts carry mask 0 (the model is not taught to make them), everything else mask 1.
+    used; wrong ones are distinct by answer, and with too few the trajectory has fewer rounds. With
+    `route_of`, the right attempt takes another route than the last wrong one where one did, so
+    that SFT shows a retry that reworks the question rather than rerunning the rejected computation.
+    Wrong attempts carry mask 0 (the model is not taught to make them), everything else mask 1.
     """
     usable = [a for a in attempts if a in verifications]
     right = [a for a in usable if a.correct]
@@ -77,6 +88,8 @@ def build_trajectory(
     distinct_wrong = list({a.answer: a for a in usable if not a.correct}.values())
     order = rng.permutation(len(distinct_wrong))
     wrong = [distinct_wrong[i] for i in order[: max(rounds - 1, 0)]]
+    if route_of is not None and wrong:
+        right = _other_routes(right, wrong[-1], route_of) or right
     actions = []
     for attempt in wrong:
         actions.append(Action(SOLVE, attempt.text, correct=False, mask=0))
@@ -87,11 +100,21 @@ def build_trajectory(
     return actions
 
 
-def with_false_rejection(actions: list[Action], check: str) -> list[Action]:
+def _other_routes(attempts: Sequence[Attempt], rejected: Attempt, route_of: RouteOf) -> list[Attempt]:
+    return [a for a in attempts if route_of(a) != route_of(rejected)]
+
+
+def with_false_rejection(actions: list[Action], check: str, retry: tuple[Attempt, str] | None = None) -> list[Action]:
     """A one-round trajectory {right attempt, confirming check} opened by the same attempt and
     `check`, one that wrongly rejects it (mask 0: a slip the policy is not taught to make), so that
-    SFT also shows a retry after a false rejection: the right answer, solved from the question again
-    rather than from the numbers of the check just written."""
+    SFT also shows what follows a false rejection: the right answer again, by `retry` (a right
+    attempt by another route, and its confirming check) where given, else by the attempt written
+    again verbatim, which also teaches "after a rejection, write the same answer" (issue 25)."""
     if len(actions) != 2 or not actions[0].correct:
         raise ValueError("a false rejection opens a one-round trajectory of a right attempt")
-    return [actions[0], Action(VERIFY, check, correct=False, mask=0), *actions]
+    opening = [actions[0], Action(VERIFY, check, correct=False, mask=0)]
+    if retry is None:
+        return opening + actions
+    attempt, confirmation = retry
+    return opening + [Action(SOLVE, attempt.text, correct=True, mask=1),
+                      Action(VERIFY, confirmation, correct=True, mask=1)]

@@ -3,6 +3,7 @@
 import operator
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,23 +49,34 @@ def test_splits_are_disjoint_reproducible_and_cover_every_family():
 
 
 @settings(max_examples=300)
-@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES))
-def test_solutions_grade_right_and_slips_grade_wrong(seed, family):
+@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES), route=st.sampled_from(task.ROUTES))
+def test_solutions_grade_right_and_slips_grade_wrong_by_either_route(seed, family, route):
     rng = np.random.default_rng(seed)
     problem = task.make_problem(family, task.draw_numbers(family, rng))
-    solution = task.solution_text(task.solution_steps(problem))
-    assert task.grade(problem, solution)
-    slipped, wrong_answer = task.slipped_solution(problem, rng)
+    solution = task.solution_text(task.solution_steps(problem, route=route))
+    assert task.grade(problem, solution) and task.solution_route(problem, solution) == route
+    slipped, wrong_answer = task.slipped_solution(problem, rng, route)
     assert not task.grade(problem, slipped) and task.final_answer(slipped) == wrong_answer > 0
+    assert task.solution_route(problem, " " + slipped) == route
+
+
+def test_the_two_routes_open_apart_and_share_at_most_one_step():
+    """A retry by the other route reworks the question: it opens with another operation, and shares
+    at most one (family 2's division of the same difference, say) with the first route."""
+    for problem in task.draw_problems("train", 500, seed=2):
+        direct, parts = (task.solution_steps(problem, route=route) for route in task.ROUTES)
+        assert direct[0] != parts[0]
+        assert len({s.text() for s in direct} & {s.text() for s in parts}) <= 1, problem
+    assert task.other_route("direct") == "parts" and task.other_route("parts") == "direct"
 
 
 @settings(max_examples=400)
 @given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES),
-       style=st.sampled_from(task.STYLES), offset=st.integers(-30, 30))
-def test_verifications_end_in_the_true_verdict(seed, family, style, offset):
+       style=st.sampled_from(task.STYLES), offset=st.integers(-30, 30), route=st.sampled_from(task.ROUTES))
+def test_verifications_end_in_the_true_verdict(seed, family, style, offset, route):
     problem = task.make_problem(family, task.draw_numbers(family, np.random.default_rng(seed)))
     proposed = problem.answer + offset
-    text = task.verification(problem, proposed, style)
+    text = task.verification(problem, proposed, style, route)
     expected = task.VERDICT_RIGHT if offset == 0 else task.VERDICT_WRONG
     assert text.endswith(expected) and text.count("So the answer is") == 1
     assert task.written_style(problem, proposed, " " + text) == style
@@ -72,11 +84,12 @@ def test_verifications_end_in_the_true_verdict(seed, family, style, offset):
 
 
 @settings(max_examples=200)
-@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES), style=st.sampled_from(task.STYLES))
-def test_a_slipped_check_rejects_a_right_answer_by_one_wrong_step(seed, family, style):
+@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES), style=st.sampled_from(task.STYLES),
+       route=st.sampled_from(task.ROUTES))
+def test_a_slipped_check_rejects_a_right_answer_by_one_wrong_step(seed, family, style, route):
     problem = task.make_problem(family, task.draw_numbers(family, np.random.default_rng(seed)))
-    true_check = task.verification(problem, problem.answer, style).split(" . ")
-    slipped = task.slipped_verification(problem, problem.answer, style, np.random.default_rng(seed)).split(" . ")
+    true_check = task.verification(problem, problem.answer, style, route).split(" . ")
+    slipped = task.slipped_verification(problem, problem.answer, style, np.random.default_rng(seed), route).split(" . ")
     assert slipped[-1] == task.VERDICT_WRONG and task.written_style(
         problem, problem.answer, " " + " . ".join(slipped)) == style
     # the steps agree but for the last worked one (its result off) and the comparison it feeds
@@ -104,15 +117,23 @@ def left_sides(text: str) -> set[str]:
     return {step.split(" = ")[0].strip() for step in text.split(" . ") if " = " in step}
 
 
-def test_a_check_never_recomputes_the_slipped_step():
+@pytest.mark.parametrize("route", task.ROUTES)
+def test_a_check_never_recomputes_the_slipped_step(route):
     """Copying a wrong attempt cannot produce its check: no step of the check has the left side of the
     attempt's slipped step, so the number the check needs there must be computed afresh."""
     rng = np.random.default_rng(0)
     for problem in task.draw_problems("train", 1000, seed=1):
-        slipped, wrong = task.slipped_solution(problem, rng)
+        slipped, wrong = task.slipped_solution(problem, rng, route)
         (slipped_step,) = wrong_left_sides(slipped)
         for style in task.STYLES:
-            assert slipped_step not in left_sides(task.verification(problem, wrong, style)), (slipped, style)
+            assert slipped_step not in left_sides(task.verification(problem, wrong, style, route)), (slipped, style)
+
+
+@pytest.mark.parametrize("route", task.ROUTES)
+def test_a_problem_solving_check_takes_the_route_its_attempt_did_not(route):
+    for problem in task.draw_problems("train", 200, seed=4):
+        check, _, _ = task.verification_steps(problem, problem.answer, "problem_solving", route)
+        assert check == task.solution_steps(problem, route=task.other_route(route))
 
 
 def test_final_answer_reads_the_last_answer_sentence():
@@ -122,8 +143,6 @@ def test_final_answer_reads_the_last_answer_sentence():
 
 
 def test_asking_for_more_problems_than_exist_is_an_error():
-    import pytest
-
     with pytest.raises(ValueError, match="distinct test problems"):
         task.draw_problems("test", 1000, seed=0, families=(3,))  # family 3 has ~440 test questions
 
@@ -135,13 +154,13 @@ def test_a_problem_is_recovered_from_its_id():
 
 @settings(max_examples=200)
 @given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES),
-       style=st.sampled_from(task.STYLES), offset=st.integers(-30, 30))
-def test_a_checks_multiplications_use_only_written_numbers(seed, family, style, offset):
+       style=st.sampled_from(task.STYLES), offset=st.integers(-30, 30), route=st.sampled_from(task.ROUTES))
+def test_a_checks_multiplications_use_only_written_numbers(seed, family, style, offset, route):
     """Both factors of every product in a check stand in the question or in an earlier step: a tiny
     model that has to work a multiplier out unwritten (`6 * 8` for 9 bags of 6) picks it wrong."""
     problem = task.make_problem(family, task.draw_numbers(family, np.random.default_rng(seed)))
     proposed = problem.answer + offset
-    steps, _, _ = task.verification_steps(problem, proposed, style)
+    steps, _, _ = task.verification_steps(problem, proposed, style, route)
     written = set(problem.numbers) | {proposed}
     for step in steps:
         if step.op == "*":

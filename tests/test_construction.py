@@ -104,3 +104,32 @@ def test_a_false_rejection_opens_a_one_round_trajectory_unlearned():
     assert opened[0].text == opened[2].text and opened[1].text == check
     with pytest.raises(ValueError):
         with_false_rejection(opened, check)  # only a one-round trajectory
+
+
+def route_of(attempt: Attempt) -> str:
+    return task.solution_route(PROBLEM, attempt.text)
+
+
+def test_with_routes_the_right_attempt_after_a_rejection_takes_the_other_route():
+    by_parts = Attempt(task.solution_text(task.solution_steps(PROBLEM, route="parts")), str(PROBLEM.answer), True)
+    wrong = attempts(0, 1)  # slipped by the direct route
+    samples = wrong + attempts(3, 0) + [by_parts]
+    assert candidates(samples, route_of=route_of) == wrong + [samples[1], by_parts]  # one right attempt a route
+    verifications = {a: task.verification(PROBLEM, int(a.answer), "problem_solving", route_of(a)) for a in samples}
+    for seed in range(20):
+        actions = build_trajectory(samples, 2, verifications, np.random.default_rng(seed), route_of)
+        assert actions[2].text == by_parts.text
+    finals = {build_trajectory(samples, 2, verifications, np.random.default_rng(seed))[2].text for seed in range(20)}
+    assert finals == {by_parts.text, samples[1].text}  # without routes, either right attempt
+
+
+def test_a_false_rejection_can_be_followed_by_a_retry_by_another_route():
+    samples = attempts(1, 0)
+    actions = build_trajectory(samples, 1, verify(samples), np.random.default_rng(0))
+    check = task.slipped_verification(PROBLEM, PROBLEM.answer, "confirmative", np.random.default_rng(0))
+    by_parts = Attempt(task.solution_text(task.solution_steps(PROBLEM, route="parts")), str(PROBLEM.answer), True)
+    confirmation = task.verification(PROBLEM, PROBLEM.answer, "confirmative", "parts")
+    opened = with_false_rejection(actions, check, (by_parts, confirmation))
+    assert [(a.kind, a.text, a.correct, a.mask) for a in opened] == [
+        (SOLVE, samples[0].text, True, 1), (VERIFY, check, False, 0), (SOLVE, by_parts.text, True, 1),
+        (VERIFY, confirmation, True, 1)]

@@ -88,3 +88,19 @@ def test_questions_carry_no_loss_and_long_batches_hold_as_many_tokens(tmp_path):
     starts = [i for i in range(len(row) - len(question_ids)) if list(row[i:i + len(question_ids)]) == question_ids]
     assert starts and all(learned[i] == 0 for i in starts)
     assert learned.sum() > 0 and not learned.all()
+
+
+def test_the_corpus_solves_and_checks_by_the_parts_route_at_its_share():
+    from sv_jax.tasks import arithmetic as task
+
+    def documents(parts_share: float) -> list[tuple[task.Problem, str, str]]:
+        rng = np.random.default_rng(0)
+        problems = [task.draw_problem("train", rng) for _ in range(400)]
+        return [(p, *builtin.pretraining_document(p, rng, 0.3, 0.5, 0.0, parts_share)) for p in problems]
+
+    for share in (0.0, 0.5, 1.0):
+        solved = [task.solution_route(p, text) for p, context, text in documents(share) if "Check:" not in context]
+        checks = [task.verification_steps(p, p.answer, "problem_solving", "parts")[0][0].text() in text
+                  for p, context, text in documents(share) if "Check:" in context]
+        assert abs(np.mean([route == "parts" for route in solved]) - share) < 0.1
+        assert abs(np.mean(checks) - share) < 0.1  # a check of a parts attempt opens the direct route

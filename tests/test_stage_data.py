@@ -50,3 +50,39 @@ def test_a_share_of_easy_questions_opens_with_a_false_rejection(share):
             assert record["actions"][1]["text"].endswith(task.VERDICT_WRONG)
         else:
             assert kinds == [("solve", True, 1), ("verify", True, 1)]
+
+
+def test_with_retry_route_other_a_false_rejection_is_followed_by_the_other_route():
+    """Half the questions have right samples by both routes: each opens with a false rejection, then
+    the right answer by the route not rejected, checked by the route it did not take. The rest, one
+    route only, get no false rejection rather than a verbatim copy."""
+    source = data.BuiltinSource(6, seed=0)
+    routes = ["direct", "parts"]
+    right = [[task.solution_text(task.solution_steps(p, route=routes[k % 2 and i % 2])) for k in range(4)]
+             for i, p in enumerate(source.problems)]
+    settings = data_config.get_config().data
+    settings.update(false_rejections=1.0, retry_route="other")
+    records, summary = data.construct(source, source.grade(list(range(len(right))), right), settings,
+                                      np.random.default_rng(0), np.random.default_rng(1))
+    assert summary["false_rejections"] == 3 and len(records) == 6
+    for i, (problem, record) in enumerate(zip(source.problems, records)):
+        actions = record["actions"]
+        if not i % 2:
+            assert len(actions) == 2
+            continue
+        first, rejection, retry, confirmation = (a["text"] for a in actions)
+        assert rejection.endswith(task.VERDICT_WRONG) and task.grade(problem, retry)
+        route = task.solution_route(problem, retry)
+        assert route != task.solution_route(problem, first)
+        confirmations = {task.verification(problem, problem.answer, style, route) for style in task.STYLES}
+        assert confirmation.strip() in confirmations
+
+
+def test_an_unknown_retry_route_is_one_clear_line(tmp_path):
+    from sv_jax.errors import UserError
+
+    config = data_config.get_config()
+    config.workdir = str(tmp_path)
+    config.data.retry_route = "sideways"
+    with pytest.raises(UserError, match="data.retry_route"):
+        data.run(config)

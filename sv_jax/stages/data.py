@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Protocol, Sequence
+from typing import Hashable, Protocol, Sequence
 
 import ml_collections
 import numpy as np
 from etils import epath
 
-from sv_jax.construction import Attempt, build_trajectory, candidates, choose_style, difficulty, with_false_rejection
+from sv_jax.construction import (Attempt, RouteOf, build_trajectory, candidates, choose_style, difficulty,
+                                 with_false_rejection)
 from sv_jax.datasets import prepare_tfds
 from sv_jax.distributed import gather_by_index, map_shares, on_process_zero
 from sv_jax.errors import UserError
@@ -32,6 +33,7 @@ from sv_jax.tasks.questions import Question, read_questions
 from sv_jax.trajectory import VERIFY, Cues, build, parse, verdict
 
 VerifyRequest = tuple[int, Attempt, str, bool]  # (question index, attempt, style, the verdict wanted)
+RETRY_ROUTES = ("other", "any")  # data.retry_route: a retry after a rejection takes another route, or any
 
 
 class Source(Protocol):
@@ -47,6 +49,10 @@ class Source(Protocol):
         ...
 
     def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]: ...
+
+    def route(self, question: int, attempt: Attempt) -> Hashable:
+        """The approach `attempt` takes to question `question` (an index)."""
+        ...
 
 
 def policy_folder(config: ml_collections.ConfigDict) -> epath.Path:
@@ -66,6 +72,9 @@ def run(config: ml_collections.ConfigDict) -> None:
     settings = config.data
     if not 0 <= settings.false_rejections <= 1:
         raise UserError(f"config key 'data.false_rejections' ({settings.false_rejections}) must be between 0 and 1")
+    if settings.retry_route not in RETRY_ROUTES:
+        raise UserError(f"config key 'data.retry_route' ({settings.retry_route!r}) must be one of "
+                        f"{', '.join(RETRY_ROUTES)}")
     questions = read_questions(settings.questions, settings.split) if settings.questions else None  # fail early
     policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype, mesh_of(config))
     source: Source = (QuestionsSource(config, questions, policy) if questions is not None
@@ -105,7 +114,11 @@ def run(config: ml_collections.ConfigDict) -> None:
 def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collections.ConfigDict,
               rng: np.random.Generator, rejections_rng: np.random.Generator) -> tuple[list[dict], dict]:
     """Graded samples → levels → verified candidate attempts → trajectory records, and the summary.
-    A `data.false_rejections` share of the questions at one-round levels open with a false rejection."""
+    A `data.false_rejections` share of the questions at one-round levels open with a false rejection;
+    with `data.retry_route=other`, only where a right attempt by another route can follow it."""
+    def route_of(index: int) -> RouteOf | None:
+        return (lambda attempt: source.route(index, attempt)) if settings.retry_route == "other" else None
+
     levels, pools, requests = [], [], []
     for index, (question, sampled) in enumerate(zip(source.questions, attempts)):
         accuracy = sum(a.correct for a in sampled) / len(sampled)
@@ -115,11 +128,11 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
             pool.append(Attempt(question.solution, question.answer, True))
         pools.append(pool)
         requests += [(index, a, choose_style(settings.verification, rng, settings.confirmative_share), a.correct)
-                     for a in candidates(pool)]
+                     for a in candidates(pool, route_of=route_of(index))]
     for index, (pool, (_, level)) in enumerate(zip(pools, levels)):
         if settings.rounds[level - 1] == 1 and rejections_rng.random() < settings.false_rejections:
             requests += [(index, a, choose_style(settings.verification, rejections_rng, settings.confirmative_share),
-                          False) for a in candidates(pool) if a.correct]
+                          False) for a in candidates(pool, route_of=route_of(index)) if a.correct]
     verified = source.verify(requests)
     kept: list[dict[Attempt, str]] = [{} for _ in pools]
     rejecting: list[dict[str, str]] = [{} for _ in pools]  # attempt text → a check that wrongly rejects it
@@ -130,14 +143,17 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
             rejecting[index][attempt.text] = text
 
     records, skipped = [], Counter()
-    for question, (accuracy, level), pool, verifications, false_checks in zip(source.questions, levels, pools, kept,
-                                                                           rejecting):
-        actions = build_trajectory(pool, settings.rounds[level - 1], verifications, rng)
+    for index, (question, (accuracy, level), pool, verifications, false_checks) in enumerate(
+            zip(source.questions, levels, pools, kept, rejecting)):
+        routes = route_of(index)
+        actions = build_trajectory(pool, settings.rounds[level - 1], verifications, rng, routes)
         if actions is None:
             skipped["no right attempt" if not any(a.correct for a in pool) else "no kept verification of a right attempt"] += 1
             continue
         if actions[0].text in false_checks:  # asked for one-round levels only
-            actions = with_false_rejection(actions, false_checks[actions[0].text])
+            retry = None if routes is None else _retry_by_another_route(actions[0].text, verifications, routes)
+            if routes is None or retry is not None:
+                actions = with_false_rejection(actions, false_checks[actions[0].text], retry)
         records.append({
             "id": question.id, "question": question.question, "answer": question.answer,
             "difficulty": level, "accuracy": accuracy,
@@ -147,6 +163,14 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
     summary = summarize(records, source.cues, len(source.questions), settings.k, attempts, skipped)
     summary["verification_keep_rate"] = sum(t is not None for t in verified) / max(len(verified), 1)
     return records, summary
+
+
+def _retry_by_another_route(rejected: str, verifications: dict[Attempt, str],
+                            route_of: RouteOf) -> tuple[Attempt, str] | None:
+    """A right attempt by another route than the falsely rejected one's (text `rejected`), with the
+    check that confirms it; None if the question has none."""
+    route = next(route_of(a) for a in verifications if a.text == rejected)
+    return next(((a, check) for a, check in verifications.items() if a.correct and route_of(a) != route), None)
 
 
 def summarize(records: list[dict], cues: Cues, questions: int, k: int, attempts: list[list[Attempt]],
@@ -197,11 +221,17 @@ class BuiltinSource:
         return graded
 
     def verify(self, requests: Sequence[VerifyRequest]) -> list[str | None]:
-        # After the cue, as after the checking exercises' "Check:" that π₀ learned to check from. A
-        # verdict wanted against the truth is a check with a slip in it.
-        return [" " + (task.verification(self.problems[i], int(attempt.answer), style) if wanted == attempt.correct
-                       else task.slipped_verification(self.problems[i], int(attempt.answer), style, self.slips))
-                for i, attempt, style, wanted in requests]
+        # After the cue, as after the checking exercises' "Check:" that π₀ learned to check from, by
+        # the route the attempt did not take. A verdict wanted against the truth is a check with a slip in it.
+        checks = []
+        for i, attempt, style, wanted in requests:
+            problem, proposed, route = self.problems[i], int(attempt.answer), self.route(i, attempt)
+            checks.append(" " + (task.verification(problem, proposed, style, route) if wanted == attempt.correct
+                                 else task.slipped_verification(problem, proposed, style, self.slips, route)))
+        return checks
+
+    def route(self, question: int, attempt: Attempt) -> str:
+        return task.solution_route(self.problems[question], attempt.text)
 
 
 class QuestionsSource:
@@ -255,6 +285,9 @@ class QuestionsSource:
             agreeing = [t for t in texts if verdict(t, self.cues) == wanted and self._is_one_action(t)]
             kept[r] = agreeing[0] if agreeing else None
         return gather_by_index(kept, len(requests))
+
+    def route(self, question: int, attempt: Attempt) -> str:
+        return attempt.text  # no routes known: any other right solution counts as another way
 
     def _is_one_action(self, text: str) -> bool:
         return self.cues.verify not in text and self.cues.retry not in text

@@ -149,35 +149,82 @@ def _apply(left: int, op: str, right: int) -> int:
     return left // right
 
 
-def _chain(start: int, operations: list[tuple[str, int]], slip_at: int | None = None, slip: int = 0) -> list[Step]:
-    """Steps `start op1 x1 = r1 . r1 op2 x2 = r2 ...`; a slip adds `slip` to one step's result and
-    the later steps carry the wrong value on, computed correctly from it."""
-    steps, value = [], start
-    for i, (op, operand) in enumerate(operations):
-        result = _apply(value, op, operand) + (slip if i == slip_at else 0)
-        steps.append(Step(value, op, operand, result))
-        value = result
-    return steps
+class _Worksheet:
+    """Steps written one at a time; a slip adds `slip` to the result of step `slip_at`, and the later
+    steps compute correctly from whatever numbers they are given, carrying it on."""
+
+    def __init__(self, slip_at: int | None = None, slip: int = 0):
+        self.steps: list[Step] = []
+        self.slip_at, self.slip = slip_at, slip
+
+    def __call__(self, left: int, op: str, right: int) -> int:
+        result = _apply(left, op, right) + (self.slip if len(self.steps) == self.slip_at else 0)
+        self.steps.append(Step(left, op, right, result))
+        return result
+
+    def subtract_in_parts(self, value: int, subtrahend: int) -> int:
+        for part in _split_tens(subtrahend):
+            value = self(value, "-", part)
+        return value
+
+    def product_by_parts(self, x: int, y: int) -> int:
+        """x * y as `y - 1`, `x * (y-1)`, then `+ x`. The decrement is written out: left implicit
+        (`6 * 8` for 9 bags of 6), picking the multiplier was the step an S²R SFT policy's checks of
+        right answers failed most (56 of 138 failures)."""
+        return self(self(x, "*", self(y, "-", 1)), "+", x)
 
 
-def solution_steps(problem: Problem, slip_at: int | None = None, slip: int = 0) -> list[Step]:
-    """The reference solution's steps; with `slip_at`, that step's result is off by `slip`."""
-    n = problem.numbers
+# Every family is solved by two routes: `direct` (the operations as the question states them) and
+# `parts` (subtractions split into tens and units, products built from one factor less, family 4's
+# takings summed first). A problem-solving check solves by the route its attempt did not take.
+ROUTES = ("direct", "parts")
+
+
+def other_route(route: str) -> str:
+    return ROUTES[1 - ROUTES.index(route)]
+
+
+def _solve(problem: Problem, route: str, sheet: _Worksheet) -> int:
+    """Writes `problem`'s solution by `route` on `sheet`; returns the answer it reaches."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown solution route {route!r}; known: {', '.join(ROUTES)}")
+    direct, n = route == "direct", problem.numbers
     if problem.family == 1:
         b, c = n
-        return _chain(c, [("-", b)], slip_at, slip)
+        return sheet(c, "-", b) if direct else sheet.subtract_in_parts(c, b)
     if problem.family == 2:
         a, k, c = n
-        return _chain(c, [("-", a), ("/", k)], slip_at, slip)
+        return sheet(sheet(c, "-", a) if direct else sheet.subtract_in_parts(c, a), "/", k)
     if problem.family == 3:
-        a, b, c = n
-        (product,) = _chain(b, [("*", c)], slip_at, slip)
-        return [product] + _chain(a, [("+", product.result)], slip_at - 1 if slip_at else None, slip)
+        a = n[0]
+        if direct:
+            return sheet(a, "+", _product(problem, route, sheet))
+        return sheet(_product(problem, route, sheet), "+", a)
     if problem.family == 4:
         a, b, c, d = n
-        return _chain(a, [("-", b), ("-", c), ("+", d)], slip_at, slip)
-    a, b, c = n
-    return _chain(a, [("*", b), ("-", c)], slip_at, slip)
+        if direct:
+            return sheet(sheet(sheet(a, "-", b), "-", c), "+", d)
+        taken = sheet(b, "+", c)
+        return sheet(sheet(a, "+", d), "-", taken)
+    product, c = _product(problem, route, sheet), n[2]
+    return sheet(product, "-", c) if direct else sheet.subtract_in_parts(product, c)
+
+
+def _product(problem: Problem, route: str, sheet: _Worksheet) -> int:
+    """Families 3 and 5's product, of so much a bag (a week) by how many: as the question states it
+    (`direct`) or built from one bag (week) less (`parts`)."""
+    if problem.family == 3:
+        _, count, each = problem.numbers
+        return sheet(count, "*", each) if route == "direct" else sheet.product_by_parts(each, count)
+    each, count, _ = problem.numbers
+    return sheet(each, "*", count) if route == "direct" else sheet.product_by_parts(each, count)
+
+
+def solution_steps(problem: Problem, slip_at: int | None = None, slip: int = 0, route: str = "direct") -> list[Step]:
+    """The reference solution's steps by `route`; with `slip_at`, that step's result is off by `slip`."""
+    sheet = _Worksheet(slip_at, slip)
+    _solve(problem, route, sheet)
+    return sheet.steps
 
 
 def solution_text(steps: list[Step]) -> str:
@@ -185,22 +232,39 @@ def solution_text(steps: list[Step]) -> str:
     return " ".join(step.text() for step in steps) + f" The answer is {steps[-1].result} ."
 
 
-def slipped_solution(problem: Problem, rng: np.random.Generator) -> tuple[str, int]:
-    """A solution with one slip: a wrong intermediate result carried to a wrong, positive answer.
+def solution_route(problem: Problem, text: str) -> str:
+    """The route a written solution takes: the one whose first operation it opens with (`direct`
+    when it opens with neither, a garbled start)."""
+    opening = text.strip().split(" = ")[0]
+    step = solution_steps(problem, route="parts")[0]
+    return "parts" if opening == f"{step.left} {step.op} {step.right}" else "direct"
 
-    The slip never falls on a step that a check of this problem also computes (family 2's division,
+
+def slipped_solution(problem: Problem, rng: np.random.Generator, route: str = "direct") -> tuple[str, int]:
+    """A solution by `route` with one slip: a wrong intermediate result carried to a wrong, positive
+    answer.
+
+    The slip never falls on a step that a check of this attempt also computes (family 2's division,
     say), so no check can be passed by copying the attempt's wrong result.
     """
-    checked = {(s.left, s.op, s.right) for style in STYLES for s in verification_steps(problem, problem.answer, style)[0]}
-    slippable = [i for i, s in enumerate(solution_steps(problem)) if (s.left, s.op, s.right) not in checked]
+    def operations(steps: list[Step]) -> set[tuple[int, str, int]]:
+        return {(s.left, s.op, s.right) for s in steps}
+
+    def checked(answer: int) -> set[tuple[int, str, int]]:
+        return set().union(*(operations(verification_steps(problem, answer, style, route)[0]) for style in STYLES))
+
+    exact = solution_steps(problem, route=route)
+    slippable = [i for i, step in enumerate(exact) if not operations([step]) & checked(problem.answer)]
     while True:
         slip_at = int(rng.choice(slippable))
         size = int(rng.integers(1, 11)) * (1 if rng.random() < 0.5 else -1)
         if problem.family == 2:
             size *= problem.numbers[1]  # keeps the division exact
-        steps = solution_steps(problem, slip_at, size)
-        if steps[-1].result > 0 and all(s.result > 0 for s in steps) and steps[-1].result != problem.answer:
-            return solution_text(steps), steps[-1].result
+        steps = solution_steps(problem, slip_at, size, route)
+        answer = steps[-1].result
+        if (answer > 0 and all(s.result > 0 for s in steps) and answer != problem.answer
+                and not operations([steps[slip_at]]) & checked(answer)):
+            return solution_text(steps), answer
 
 
 def final_answer(text: str) -> int | None:
@@ -236,26 +300,18 @@ def _verdict(same: bool) -> str:
     return VERDICT_RIGHT if same else VERDICT_WRONG
 
 
-def _product_by_parts(x: int, y: int) -> list[Step]:
-    """x * y as `y - 1`, `x * (y-1)`, then `+ x`: another route than the attempt's `x * y`. The
-    decrement is written out: left implicit (`6 * 8` for 9 bags of 6), picking the multiplier was
-    the step an S²R SFT policy's checks of right answers failed most (56 of 138 failures)."""
-    (decrement,) = _chain(y, [("-", 1)])
-    (partial,) = _chain(x, [("*", decrement.result)])
-    return [decrement, partial] + _chain(partial.result, [("+", x)])
+def verification(problem: Problem, proposed: int, style: str, attempt_route: str = "direct") -> str:
+    """A verify action for `proposed` (reached by `attempt_route`): a worked check, the difference of
+    the two numbers it compares, and the verdict, "right" exactly when that difference is 0."""
+    return _check_text(*verification_steps(problem, proposed, style, attempt_route))
 
 
-def verification(problem: Problem, proposed: int, style: str) -> str:
-    """A verify action for `proposed`: a worked check, the difference of the two numbers it compares,
-    and the verdict, "right" exactly when that difference is 0."""
-    return _check_text(*verification_steps(problem, proposed, style))
-
-
-def slipped_verification(problem: Problem, proposed: int, style: str, rng: np.random.Generator) -> str:
+def slipped_verification(problem: Problem, proposed: int, style: str, rng: np.random.Generator,
+                         attempt_route: str = "direct") -> str:
     """A check that slips: its last worked step's result off by 1 to 10, carried into the comparison,
     which then rejects `proposed` whether or not it is right (the false rejections a policy's own
     checks make)."""
-    steps, reached, target = verification_steps(problem, proposed, style)
+    steps, reached, target = verification_steps(problem, proposed, style, attempt_route)
     size = int(rng.integers(1, 11)) * (1 if rng.random() < 0.5 else -1)
     last = steps[-1]
     steps = steps[:-1] + [Step(last.left, last.op, last.right, last.result + size)]
@@ -281,59 +337,44 @@ def comparison(reached: int, target: int) -> Step:
 
 def written_style(problem: Problem, proposed: int, check: str) -> str:
     """The style a written check of `proposed` follows: the one whose operations (operands and
-    operator) it opens with, the longer run of them deciding where both styles open alike (family 3
-    with a = 1 and the answer equal to b); "other" when neither's first one starts it (a garbled start)."""
+    operator), by either route, it opens with, the longer run of them deciding where styles open
+    alike (family 3 with a = 1 and the answer equal to b); "other" when none's first one starts it
+    (a garbled start)."""
     written = [step.split(" = ")[0].strip() for step in check.strip().split(" . ")]
 
-    def opening_run(style: str) -> int:
-        expected = [f"{s.left} {s.op} {s.right}" for s in verification_steps(problem, proposed, style)[0]]
+    def opening_run(style: str, attempt_route: str) -> int:
+        steps = verification_steps(problem, proposed, style, attempt_route)[0]
+        expected = [f"{s.left} {s.op} {s.right}" for s in steps]
         return next((i for i, (w, e) in enumerate(zip(written, expected)) if w != e), min(len(written), len(expected)))
 
-    runs = {style: opening_run(style) for style in STYLES}
-    best = max(STYLES, key=runs.get)
-    return best if runs[best] else "other"
+    runs = {(style, route): opening_run(style, route) for style in STYLES for route in ROUTES}
+    best = max(runs, key=runs.get)
+    return best[0] if runs[best] else "other"
 
 
-def verification_steps(problem: Problem, proposed: int, style: str) -> tuple[list[Step], int, int]:
-    """The check's steps and the two numbers it compares."""
-    n = problem.numbers
+def verification_steps(problem: Problem, proposed: int, style: str,
+                       attempt_route: str = "direct") -> tuple[list[Step], int, int]:
+    """The check's steps and the two numbers it compares. Where it computes what the attempt
+    computed (the whole solution for a problem-solving check, the question's product for a
+    confirmative one), it takes the route the attempt did not."""
+    route = other_route(attempt_route)
     if style == "problem_solving":
-        if problem.family == 1:
-            b, c = n
-            steps = _chain(c, [("-", part) for part in _split_tens(b)])
-        elif problem.family == 2:
-            a, k, c = n
-            steps = _chain(c, [("-", part) for part in _split_tens(a)] + [("/", k)])
-        elif problem.family == 3:
-            a, b, c = n
-            product = _product_by_parts(c, b)
-            steps = product + _chain(product[-1].result, [("+", a)])
-        elif problem.family == 4:
-            a, b, c, d = n
-            steps = _chain(b, [("+", c)]) + _chain(a, [("+", d), ("-", b + c)])
-        else:
-            a, b, c = n
-            product = _product_by_parts(a, b)
-            steps = product + _chain(product[-1].result, [("-", part) for part in _split_tens(c)])
+        steps = solution_steps(problem, route=route)
         return steps, steps[-1].result, proposed
     if style != "confirmative":
         raise ValueError(f"unknown verification style {style!r}; known: {', '.join(STYLES)}")
+    n, sheet = problem.numbers, _Worksheet()
     if problem.family == 1:
         b, c = n
-        steps = _chain(proposed, [("+", b)])
-        reached, target = steps[-1].result, c
+        reached, target = sheet(proposed, "+", b), c
     elif problem.family == 2:
         a, k, c = n
-        steps = _chain(k, [("*", proposed)]) + _chain(a, [("+", k * proposed)])
-        reached, target = steps[-1].result, c
+        reached, target = sheet(a, "+", sheet(k, "*", proposed)), c
     elif problem.family == 4:
         a, b, c, d = n
-        steps = _chain(proposed, [("-", d), ("+", c), ("+", b)])
-        reached, target = steps[-1].result, a
+        reached, target = sheet(sheet(sheet(proposed, "-", d), "+", c), "+", b), a
     else:  # families 3 and 5: undo the last operation, compare with the product the question gives
-        a, b, c = n
-        undo = _chain(proposed, [("-", a)]) if problem.family == 3 else _chain(proposed, [("+", c)])
-        product = _product_by_parts(c, b) if problem.family == 3 else _product_by_parts(a, b)
-        steps = undo + product
-        reached, target = undo[0].result, product[-1].result
-    return steps, reached, target
+        a, _, c = n
+        reached = sheet(proposed, "-", a) if problem.family == 3 else sheet(proposed, "+", c)
+        target = _product(problem, route, sheet)
+    return sheet.steps, reached, target
