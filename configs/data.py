@@ -40,6 +40,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # rejection followed by the rejected attempt again, verbatim. A questions file's routes are its
     # distinct texts.
     config.data.retry_route = "any"
+    # The built-in task's right solution by every route joins each question's pool after π₀'s own
+    # samples, so a retry by another route exists where π₀ took one route only (a questions file
+    # has no routes: nothing joins).
+    config.data.reference_routes = False
     config.data.use_reference = True  # a question with no right sample ends on its reference solution
     config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)
 

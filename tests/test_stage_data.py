@@ -52,22 +52,24 @@ def test_a_share_of_easy_questions_opens_with_a_false_rejection(share):
             assert kinds == [("solve", True, 1), ("verify", True, 1)]
 
 
-def test_with_retry_route_other_a_false_rejection_is_followed_by_the_other_route():
+@pytest.mark.parametrize("reference_routes", [False, True])
+def test_with_retry_route_other_a_false_rejection_is_followed_by_the_other_route(reference_routes):
     """Half the questions have right samples by both routes: each opens with a false rejection, then
     the right answer by the route not rejected, checked by the route it did not take. The rest, one
-    route only, get no false rejection rather than a verbatim copy."""
+    route only, get no false rejection rather than a verbatim copy, unless the task's solutions by
+    every route join the pool."""
     source = data.BuiltinSource(6, seed=0)
     routes = ["direct", "parts"]
     right = [[task.solution_text(task.solution_steps(p, route=routes[k % 2 and i % 2])) for k in range(4)]
              for i, p in enumerate(source.problems)]
     settings = data_config.get_config().data
-    settings.update(false_rejections=1.0, retry_route="other")
+    settings.update(false_rejections=1.0, retry_route="other", reference_routes=reference_routes)
     records, summary = data.construct(source, source.grade(list(range(len(right))), right), settings,
                                       np.random.default_rng(0), np.random.default_rng(1))
-    assert summary["false_rejections"] == 3 and len(records) == 6
+    assert summary["false_rejections"] == (6 if reference_routes else 3) and len(records) == 6
     for i, (problem, record) in enumerate(zip(source.problems, records)):
         actions = record["actions"]
-        if not i % 2:
+        if not i % 2 and not reference_routes:
             assert len(actions) == 2
             continue
         first, rejection, retry, confirmation = (a["text"] for a in actions)
@@ -86,3 +88,18 @@ def test_an_unknown_retry_route_is_one_clear_line(tmp_path):
     config.data.retry_route = "sideways"
     with pytest.raises(UserError, match="data.retry_route"):
         data.run(config)
+
+
+def test_with_reference_routes_a_caught_error_is_retried_by_the_other_route():
+    source = data.BuiltinSource(6, seed=0)
+    rng = np.random.default_rng(0)
+    samples = [[task.solution_text(task.solution_steps(p))] + [task.slipped_solution(p, rng)[0] for _ in range(3)]
+               for p in source.problems]  # 1 of 4 right, all by the direct route: two rounds
+    settings = data_config.get_config().data
+    settings.update(false_rejections=0.0, retry_route="other", reference_routes=True)
+    records, _ = data.construct(source, source.grade(list(range(6)), samples), settings, np.random.default_rng(0),
+                                np.random.default_rng(1))
+    for problem, record in zip(source.problems, records):
+        solves = [a["text"] for a in record["actions"] if a["kind"] == SOLVE]
+        assert len(solves) == 2 and task.grade(problem, solves[-1])
+        assert [task.solution_route(problem, text) for text in solves] == ["direct", "parts"]

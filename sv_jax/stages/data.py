@@ -54,6 +54,10 @@ class Source(Protocol):
         """The approach `attempt` takes to question `question` (an index)."""
         ...
 
+    def references(self, question: int) -> list[Attempt]:
+        """Right solutions of question `question` (an index) by every route the source knows."""
+        ...
+
 
 def policy_folder(config: ml_collections.ConfigDict) -> epath.Path:
     """`model.path`, or the workdir's π₀ — pretrained first if it is not there yet."""
@@ -126,6 +130,8 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
         pool = list(sampled)
         if accuracy == 0 and settings.use_reference and question.solution:
             pool.append(Attempt(question.solution, question.answer, True))
+        if settings.reference_routes:  # after π₀'s own: candidates take the first right attempt of a route
+            pool += source.references(index)
         pools.append(pool)
         requests += [(index, a, choose_style(settings.verification, rng, settings.confirmative_share), a.correct)
                      for a in candidates(pool, route_of=route_of(index))]
@@ -233,6 +239,11 @@ class BuiltinSource:
     def route(self, question: int, attempt: Attempt) -> str:
         return task.solution_route(self.problems[question], attempt.text)
 
+    def references(self, question: int) -> list[Attempt]:
+        problem = self.problems[question]
+        return [Attempt(" " + task.solution_text(task.solution_steps(problem, route=route)), str(problem.answer), True)
+                for route in task.ROUTES]
+
 
 class QuestionsSource:
     """A questions file: math-verify grades; a verifier model writes verifications in the asked
@@ -288,6 +299,9 @@ class QuestionsSource:
 
     def route(self, question: int, attempt: Attempt) -> str:
         return attempt.text  # no routes known: any other right solution counts as another way
+
+    def references(self, question: int) -> list[Attempt]:
+        return []  # a file's one reference solution serves `data.use_reference`
 
     def _is_one_action(self, text: str) -> bool:
         return self.cues.verify not in text and self.cues.retry not in text
