@@ -29,17 +29,17 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.data.level_bounds = DEFAULT_LEVEL_BOUNDS
     config.data.rounds = tuple(DEFAULT_ROUNDS[level] for level in range(1, 6))  # solve-verify rounds at levels 1..5
     # A share of the questions at a one-round level (level 1 on the defaults), whose trajectory {right
-    # attempt, confirming check} then opens with the same attempt wrongly rejected by a check with a
+    # attempt, confirming check} then opens with a right attempt wrongly rejected by a check with a
     # slip in it (not learned): SFT also shows a retry after a false rejection, which keeps the right
-    # answer. 0: the paper's trajectories alone. On a questions file each such question asks the
+    # answer (by another route: `retry_route`). 0: the paper's trajectories alone. On a questions file each such question asks the
     # verifier again for every right candidate, for a check with the wrong verdict.
     config.data.false_rejections = 1.0
     # `other`: a trajectory's right attempt takes another route than the wrong attempt just rejected,
     # where one of π₀'s samples did, and a false rejection is followed by a right attempt by another
     # route (questions with none get no false rejection); `any`: any right attempt, and a false
-    # rejection followed by the rejected attempt again, verbatim. A questions file's routes are its
-    # distinct texts.
-    config.data.retry_route = "any"
+    # rejection followed by the rejected attempt again, verbatim (which taught "after a rejection,
+    # write the same answer"). A questions file's routes are its distinct texts.
+    config.data.retry_route = "other"
     # The built-in task's right solution by every route joins each question's pool after π₀'s own
     # samples, so a retry by another route exists where π₀ took one route only (a questions file
     # has no routes: nothing joins).
