@@ -31,8 +31,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # A share of the questions at a one-round level (level 1 on the defaults), whose trajectory {right
     # attempt, confirming check} then opens with a right attempt wrongly rejected by a check with a
     # slip in it (not learned): SFT also shows a retry after a false rejection, which keeps the right
-    # answer (by another route: `retry_route`). 0: the paper's trajectories alone. On a questions file each such question asks the
-    # verifier again for every right candidate, for a check with the wrong verdict.
+    # answer (by another route: `retry_route`). 0: the paper's trajectories alone. On a questions file
+    # each such question asks the verifier again for every right candidate, for a check with the wrong
+    # verdict.
     config.data.false_rejections = 1.0
     # `other`: a trajectory's right attempt takes another route than the wrong attempt just rejected,
     # where one of π₀'s samples did, and a false rejection is followed by a right attempt by another
