@@ -89,7 +89,7 @@ def build_trajectory(
     order = rng.permutation(len(distinct_wrong))
     wrong = [distinct_wrong[i] for i in order[: max(rounds - 1, 0)]]
     if route_of is not None and wrong:
-        right = _other_routes(right, wrong[-1], route_of) or right
+        right = [a for a in right if route_of(a) != route_of(wrong[-1])] or right
     actions = []
     for attempt in wrong:
         actions.append(Action(SOLVE, attempt.text, correct=False, mask=0))
@@ -98,10 +98,6 @@ def build_trajectory(
     actions.append(Action(SOLVE, final.text, correct=True, mask=1))
     actions.append(Action(VERIFY, verifications[final], correct=True, mask=1))
     return actions
-
-
-def _other_routes(attempts: Sequence[Attempt], rejected: Attempt, route_of: RouteOf) -> list[Attempt]:
-    return [a for a in attempts if route_of(a) != route_of(rejected)]
 
 
 def with_false_rejection(actions: list[Action], check: str, retry: tuple[Attempt, str] | None = None) -> list[Action]:
