@@ -1,8 +1,8 @@
 """The built-in task: five families of arithmetic word problems with integer answers.
 
 Everything the recipe needs from a task is written here exactly, from the numbers a question was
-drawn with: the question, a step-by-step reference solution (optionally with a *slip*, a wrong
-intermediate result carried to a wrong answer), verifications of any proposed answer in both styles,
+drawn with: the question, step-by-step reference solutions by two routes (optionally with a *slip*,
+a wrong intermediate result carried to a wrong answer), verifications of any proposed answer in both styles,
 and an exact grader.
 
 Verifications never repeat the attempt's own steps, so that they cannot be passed by copying its
@@ -244,8 +244,9 @@ def slipped_solution(problem: Problem, rng: np.random.Generator, route: str = "d
     """A solution by `route` with one slip: a wrong intermediate result carried to a wrong, positive
     answer.
 
-    The slip never falls on a step that a check of this attempt also computes (family 2's division,
-    say), so no check can be passed by copying the attempt's wrong result.
+    The slip never falls on a step that a check of this attempt computes (family 2's division, say),
+    for the right answer or for the wrong one it reaches, so no check can be passed by copying the
+    attempt's wrong result.
     """
     def operations(steps: list[Step]) -> set[tuple[int, str, int]]:
         return {(s.left, s.op, s.right) for s in steps}
