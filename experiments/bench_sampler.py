@@ -8,6 +8,7 @@ and generation. Prints one JSON line per case with both rates and their ratio; c
     python experiments/bench_sampler.py --suite=full       # 3 model sizes x batch 1, 16, 64 x greedy, sampled
     python experiments/bench_sampler.py --tunix_python=/work/tunix-venv/bin/python   # adds Tunix
     python experiments/bench_sampler.py --suite=commands   # the `sample` stage as a user runs it, cold and warm
+    python experiments/bench_sampler.py --suite=commands --ours_python=/tmp/userenv/bin/python   # ours without torch
 
 `--suite=commands` times what a user meets: the whole `python -m sv_jax.main --config=configs/sample.py`
 command on a JSONL of text prompts, first with an empty compilation cache (cold), then again with
@@ -147,9 +148,10 @@ def _transformers_on_ids(args, model) -> dict:
                 compile_s=0.0, generate_s=elapsed, tokens=tokens)
 
 
-def measure_sample_command(model: Path, case: dict, prompts_file: Path, cache: Path, workdir: Path) -> dict:
-    """The whole `sample` stage command; its tokens and the cache's loaded / compiled counts."""
-    command = [sys.executable, "-m", "sv_jax.main", "--config=configs/sample.py", f"--workdir={workdir}",
+def measure_sample_command(model: Path, case: dict, prompts_file: Path, cache: Path, workdir: Path,
+                           python: str) -> dict:
+    """The whole `sample` stage command run by `python`; its tokens and the cache's loaded / compiled counts."""
+    command = [python, "-m", "sv_jax.main", "--config=configs/sample.py", f"--workdir={workdir}",
                f"--config.model.path={model}", f"--config.sample.input={prompts_file}",
                f"--config.sample.max_new_tokens={case['new_tokens']}", f"--config.sample.batch_size={case['batch']}",
                f"--config.sample.temperature={1.0 if case['mode'] == 'sampled' else 0.0}",
@@ -181,7 +183,7 @@ def write_prompts(model: Path, count: int, words: int, folder: Path, seed: int) 
     return folder / "prompts.jsonl", folder / "ids.json"
 
 
-def command_suite(tunix_python: str | None) -> None:
+def command_suite(tunix_python: str | None, ours_python: str) -> None:
     """The sample command cold and warm against transformers, per model and mode (one JSON line each)."""
     if tunix_python:
         print("tunix: not in the commands suite (its script takes random ids, not the stage's prompts)", flush=True)
@@ -193,8 +195,8 @@ def command_suite(tunix_python: str | None) -> None:
             for mode in ("sampled", "greedy"):
                 case = dict(model=name, params=params, batch=64, num_prompts=256, new_tokens=128, mode=mode)
                 cache = Path(tmp) / f"cache_{name}_{mode}"
-                cold = measure_sample_command(folder, case, prompts_file, cache, Path(tmp) / "cold")
-                warm = measure_sample_command(folder, case, prompts_file, cache, Path(tmp) / "warm")
+                cold = measure_sample_command(folder, case, prompts_file, cache, Path(tmp) / "cold", ours_python)
+                warm = measure_sample_command(folder, case, prompts_file, cache, Path(tmp) / "warm", ours_python)
                 peer = measure("transformers", folder, dict(case, prompt_len=0), None, ids=ids_file)
                 line = dict(case, ours_cold_s=round(cold["command_s"], 2), ours_warm_s=round(warm["command_s"], 2),
                             ours_cold_compiled=cold["compiled"], ours_warm_compiled=warm["compiled"],
@@ -231,6 +233,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=("headline", "full", "commands"), default="headline")
     parser.add_argument("--tunix_python", help="python of the Tunix virtual environment")
+    # The README installs requirements.txt alone, without PyTorch; in an environment that has it (as the
+    # peer's must), transformers' AutoTokenizer imports it into our command too (~1.4 s here).
+    parser.add_argument("--ours_python", default=sys.executable,
+                        help="python that runs our sample command (commands suite), e.g. a requirements.txt venv")
     parser.add_argument("--worker", choices=("ours", "transformers"), help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)  # a JSON file of prompt token ids (transformers)
     for name, default in [("model", ""), ("batch", 64), ("num_prompts", 256), ("prompt_len", 32),
@@ -241,7 +247,7 @@ def main() -> None:
         print(json.dumps(run_ours(args) if args.worker == "ours" else run_transformers(args)))
         return
     if args.suite == "commands":
-        command_suite(args.tunix_python)
+        command_suite(args.tunix_python, args.ours_python)
         return
 
     if args.suite == "headline":
