@@ -58,6 +58,16 @@ def read_rows(log: str, process: int, what: str) -> tuple[int, int, int]:
     return tuple(map(int, found.groups()))
 
 
+def assert_trained_alike(got: np.ndarray, want: np.ndarray, name: str) -> None:
+    """Equal weights up to the order of the cross-process sums. Adam scales each gradient element to
+    about one learning rate, so an element whose gradient is near those sums' rounding noise (a rarely
+    used embedding row) may move differently by up to ~lr a step (5e-5 in RL here; 2.2e-5 seen on an
+    AVX2 CPU); a lost optimizer state or a skipped step moves most elements, which this still fails."""
+    far = np.abs(got - want) > 1e-5
+    assert far.mean() <= 0.01 and np.abs(got - want).max() <= 1e-4, (
+        f"{name}: {far.sum()} of {far.size} elements differ by over 1e-5, at most {np.abs(got - want).max():.2e}")
+
+
 def metrics(workdir, stage):
     return [json.loads(line) for line in (workdir / stage / "metrics.jsonl").read_text().splitlines()]
 
@@ -90,7 +100,7 @@ def test_main_job_on_two_processes_killed_during_rl_and_rerun_equals_one_process
                     assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (stage, key)
         exported = [load_file(w / stage / "model" / "model.safetensors") for w in workdirs]
         for name in exported[0]:
-            np.testing.assert_allclose(exported[1][name], exported[0][name], atol=1e-5, err_msg=f"{stage} {name}")
+            assert_trained_alike(exported[1][name], exported[0][name], f"{stage} {name}")
     for name in ("sft", "rl_process"):
         records = [(w / "eval" / f"{name}.records.jsonl").read_text() for w in workdirs]
         assert records[1] == records[0]
