@@ -66,6 +66,9 @@ def settings() -> ml_collections.ConfigDict:
     rl.clip = 0.2
     rl.kl_coef = 0.05
     rl.kl_in = "loss"  # loss (a term of the objective) | reward (a per-token penalty)
+    # The KL's factor on a retry's tokens (an attempt after a check rejected the one before): above 1
+    # holds retries near the SFT policy's, whose retries by the other route RL has lowered.
+    rl.retry_kl = 1.0
     rl.entropy_coef = 0.0
     rl.remat = "none"  # none | full | dots: what each layer's backward pass recomputes in a PPO update
     # 5e-5 (not 2e-4): on the same rollouts, 2e-4 drifted the policy (greedy first attempts fell

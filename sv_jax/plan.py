@@ -289,7 +289,7 @@ def _compiled_temporaries(model: ModelConfig, step: Training, mesh) -> int | Non
         ints = jax.ShapeDtypeStruct((step.rows, step.time), jnp.int32, sharding=rows)
         floats = jax.ShapeDtypeStruct((step.rows, step.time), jnp.float32, sharding=rows)
         batch = {**{k: ints for k in ("inputs", "targets", "positions", "segment_ids", "response_mask")},
-                 **{k: floats for k in ("old_logprobs", "reference_logprobs", "advantages")}}
+                 **{k: floats for k in ("old_logprobs", "reference_logprobs", "advantages", "kl_weights")}}
         program = PPOStep(model, optimizer, temperature=1.0, kl_coef=0.05, micro_batches=step.micro_batches)
         extra = ()
     compiled = jax.jit(program, donate_argnums=0).lower(state, batch, *extra).compile()

@@ -70,3 +70,38 @@ def test_truncation_stops_after_a_correct_verdict_or_the_last_allowed_attempt():
     long = response(("s", 5), ("v", WRONG), ("s", 6), ("v", WRONG), ("s", 7), ("v", RIGHT), ("s", 8))
     assert truncate(long, CUES, max_attempts=2) == long[:4]
     assert truncate(long, CUES, max_attempts=4) == long[:6]
+
+
+def test_retries_compare_two_policies_on_the_questions_both_caught_first(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "experiments" / "s2r_arith" / "retries.py"
+    spec = importlib.util.spec_from_file_location("retries", path)
+    retries = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(retries)
+
+    def records(name, *attempts_by_question):
+        """Records of questions 0, 1, ...: each (first right?, first verdict, first answer, second
+        right?, second answer) or None for a first attempt accepted right."""
+        file = tmp_path / f"{name}.records.jsonl"
+        lines = []
+        for question, attempts in enumerate(attempts_by_question):
+            shown = [{"correct": True, "verdict": True, "answer": "7"}] if attempts is None else [
+                {"correct": attempts[0], "verdict": attempts[1], "answer": attempts[2]},
+                {"correct": attempts[3], "verdict": True, "answer": attempts[4]}]
+            lines.append(json.dumps({"id": question, "response": "", "attempts": shown}))
+        file.write_text("\n".join(lines) + "\n")
+        return file
+
+    # question 0: both catch 5, ours repeats it, theirs fixes; 1: both catch, both fix; 2: only ours
+    # catches (theirs was right first); 3: ours falsely rejects a right 7 (not a catch)
+    ours = records("ours", (False, False, "5", False, "5"), (False, False, "4", True, "7"),
+                   (False, False, "3", True, "7"), (True, False, "7", False, "2"))
+    theirs = records("theirs", (False, False, "5", True, "7"), (False, False, "6", True, "7"), None,
+                     (False, False, "1", False, "1"))
+    assert retries.paired([ours], [theirs]) == ("  on the 2 questions both caught first: second attempt right 1 "
+                                                "against 2, repeats the first answer 1 against 0")
+    with pytest.raises(SystemExit, match="--against: 2 files for 1 records files"):
+        retries.paired([ours], [theirs, theirs])

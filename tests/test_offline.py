@@ -23,7 +23,8 @@ def response(*attempts: bool, kinds: str = "") -> Scored:
     owner = np.concatenate([[i, i, -1] for i in range(len(actions))]).astype(np.int32)
     rewards = np.array([1.0 if (attempts[i // 2] if i // 2 < len(attempts) else False) else -1.0
                         for i in range(len(actions))], np.float32)
-    return Scored(actions, owner, rewards, list(attempts), [str(a) for a in attempts], True)
+    retries = np.array([kind == SOLVE and i > 0 for i, kind in enumerate(kinds)])
+    return Scored(actions, owner, rewards, list(attempts), [str(a) for a in attempts], True, retries)
 
 
 def test_a_positive_is_cut_after_the_verification_of_its_first_right_attempt():

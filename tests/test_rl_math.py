@@ -37,6 +37,14 @@ def test_actions_and_their_rewards():
     assert scored.ended and scored.final_correct
 
 
+def test_a_retry_is_a_solve_after_a_rejection():
+    scored = score_response(PIECES, ended=True, cues=CUES, grade=grade)
+    np.testing.assert_array_equal(scored.retries, [False, False, True, False])
+    np.testing.assert_array_equal(scored.retry_tokens(), scored.token_action == 2)
+    confirmed_twice = [*PIECES[:2], *PIECES[9:12], "\nRetry:", " 7", " .", *PIECES[9:]]
+    assert not score_response(confirmed_twice, ended=True, cues=CUES, grade=grade).retries.any()
+
+
 def test_action_credit_places_each_actions_advantage_on_its_tokens():
     scored = score_response(PIECES, ended=True, cues=CUES, grade=grade)
     advantages = np.array([-1.5, 0.5, 1.0, 0.25], np.float32)
@@ -149,6 +157,19 @@ def test_kl_term_is_zero_when_policy_and_reference_agree():
     assert float(metrics["kl"]) > 0
 
 
+def test_kl_weights_scale_each_tokens_kl_in_the_loss_but_not_in_the_metric():
+    logprobs = jnp.log(jnp.array([[0.3, 0.5]]))
+    reference = logprobs - jnp.array([[0.3, 0.6]])
+    k3 = np.exp(-np.array([0.3, 0.6])) + np.array([0.3, 0.6]) - 1
+    arguments = dict(reference_logprobs=reference, kl_coef=0.1)
+    plain, metrics = ppo_loss(logprobs, logprobs, jnp.zeros((1, 2)), jnp.ones((1, 2)), **arguments)
+    weighted, weighted_metrics = ppo_loss(logprobs, logprobs, jnp.zeros((1, 2)), jnp.ones((1, 2)), **arguments,
+                                          kl_weights=jnp.array([[1.0, 4.0]]))
+    assert float(plain) == pytest.approx(0.1 * k3.mean(), rel=1e-5)
+    assert float(weighted) == pytest.approx(0.1 * (k3[0] + 4 * k3[1]) / 2, rel=1e-5)
+    assert float(weighted_metrics["kl"]) == pytest.approx(float(metrics["kl"]))
+
+
 def test_rollout_rows_put_each_responses_credit_on_its_sampled_tokens():
     from sv_jax.training.rollout import pack_rows, place, reward_to_go
 
@@ -225,10 +246,10 @@ def test_a_branch_starts_where_a_first_verification_rejected_its_attempt():
     assert retry_point(unverified, CUES) is None
 
 
-def test_a_branch_group_learns_only_its_sampled_retries_against_each_other():
-    from configs import rl as rl_config
-    from sv_jax.stages.rl import Rollout, token_advantages
-    from sv_jax.training.rewards import RewardValues
+def branch_group():
+    """Two branch rows after one caught wrong attempt: a right retry and a wrong one, their rollout
+    and batch."""
+    from sv_jax.stages.rl import Rollout
     from sv_jax.training.rollout import pack_rows
 
     given = PIECES[:6]  # the wrong attempt and the verification that caught it, as both rows' start
@@ -239,10 +260,38 @@ def test_a_branch_group_learns_only_its_sampled_retries_against_each_other():
     prompt, start = [1, 2, 3], list(range(10, 16))
     sampled = [list(range(20, 27))] * 2
     rollout = Rollout([prompt + start] * 2, sampled, [6, 6], scored, [0, 0], [None, None], fresh=0)
-    batch = pack_rows(rollout.prompts, rollout.sampled, 16)
+    return rollout, pack_rows(rollout.prompts, rollout.sampled, 16)
+
+
+def test_a_branch_group_learns_only_its_sampled_retries_against_each_other():
+    from configs import rl as rl_config
+    from sv_jax.stages.rl import token_advantages
+    from sv_jax.training.rewards import RewardValues
+
     settings = rl_config.settings()
     settings.samples_per_question = 2
-    advantages = token_advantages(settings, "process", rollout, batch, None, RewardValues(), None)["advantages"]
+    advantages = token_advantages(settings, "process", *branch_group(), None, RewardValues(), None)["advantages"]
     # targets 8..14 are the sampled tokens: cue, attempt, attempt, cue, verification x2, EOS
     np.testing.assert_array_equal(advantages[0], [0] * 8 + [0, 2, 2, 0, 2, 2, 0] + [0])
     np.testing.assert_array_equal(advantages[1], [0] * 8 + [0, -2, -2, 0, -2, -2, 0] + [0])
+
+
+@pytest.mark.parametrize("kl_in", ["loss", "reward"])
+def test_retry_kl_weighs_the_kl_on_a_retrys_sampled_tokens(kl_in):
+    from configs import rl as rl_config
+    from sv_jax.stages.rl import token_advantages
+    from sv_jax.training.rewards import RewardValues
+
+    settings = rl_config.settings()
+    settings.samples_per_question, settings.retry_kl, settings.kl_in, settings.kl_coef = 2, 4.0, kl_in, 0.5
+    rollout, batch = branch_group()
+    batch["old_logprobs"], batch["reference_logprobs"] = np.full((2, 16), -1.0), np.full((2, 16), -1.25)
+    out = token_advantages(settings, "process", rollout, batch, None, RewardValues(), None)
+    # targets 8..14 are the sampled tokens: cue, attempt (the retry) x2, cue, verification x2, EOS
+    np.testing.assert_array_equal(out["kl_weights"], [[1] * 9 + [4, 4] + [1] * 5] * 2)
+    settings.retry_kl = 1.0
+    plain = token_advantages(settings, "process", rollout, batch, None, RewardValues(), None)["advantages"]
+    # as a reward penalty, -0.5 x 0.25 a token, summed to go: the retry's two tokens count 4 times
+    to_go = np.cumsum((-0.125 * (out["kl_weights"] - 1) * batch["response_mask"])[:, ::-1], axis=1)[:, ::-1]
+    expected = plain + (to_go * batch["response_mask"] if kl_in == "reward" else 0)
+    np.testing.assert_allclose(out["advantages"], expected, atol=1e-6)

@@ -94,6 +94,7 @@ def test_a_branch_resamples_retries_from_where_a_first_check_rejected_its_attemp
     ("--config.rl.process_credit=tokens", "rl.process_credit"),
     ("--config.rl.min_level=6", "rl.min_level"),
     ("--config.rl.branches=-1", "rl.branches"),
+    ("--config.rl.retry_kl=-1", "rl.retry_kl"),
     ("--config.rl.steps=0", "rl.steps"),
     ("--config.sft.baseline_steps=-1", "sft.baseline_steps"),
     ("--config.base.steps=0", "base.steps"),

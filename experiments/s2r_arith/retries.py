@@ -6,6 +6,10 @@ the retry ends wrong. This prints both halves, and how often the second attempt 
 answer, for each policy's records (`workdir/eval/<policy>.records.jsonl` of the built-in task):
 
     python experiments/s2r_arith/retries.py runs/s2r_arith/seed_*/eval/rl_process.records.jsonl
+
+A policy whose first attempts improve leaves its checks the harder errors, so its rates compare
+badly with an earlier policy's on other questions. `--against` (records of another policy, file by
+file in the same order) also compares the two on the questions where both caught a wrong first attempt.
 """
 
 from __future__ import annotations
@@ -43,6 +47,33 @@ def tally(paths: list[Path]) -> dict[str, int]:
     return counts
 
 
+def first_catches(path: Path) -> dict[str, tuple[bool, bool]]:
+    """Per question whose first check rejected a wrong first attempt: (second attempt right, second
+    attempt repeats the first answer)."""
+    caught = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        attempts = record["attempts"]
+        if len(attempts) >= 2 and attempts[0]["correct"] is False and attempts[0]["verdict"] is False:
+            caught[record["id"]] = (bool(attempts[1]["correct"]), attempts[1]["answer"] == attempts[0]["answer"])
+    return caught
+
+
+def paired(paths: list[Path], others: list[Path]) -> str:
+    """The second attempt after a true first catch, on the questions both policies caught (file i of
+    `paths` against file i of `others`): right and repeated, for each."""
+    if len(paths) != len(others):
+        raise SystemExit(f"--against: {len(others)} files for {len(paths)} records files")
+    ours, theirs = [], []
+    for path, other in zip(paths, others):
+        mine, its = first_catches(path), first_catches(other)
+        ours += [mine[q] for q in mine if q in its]
+        theirs += [its[q] for q in mine if q in its]
+    count = lambda pairs, index: sum(pair[index] for pair in pairs)  # noqa: E731
+    return (f"  on the {len(ours)} questions both caught first: second attempt right {count(ours, 0)} against "
+            f"{count(theirs, 0)}, repeats the first answer {count(ours, 1)} against {count(theirs, 1)}")
+
+
 def describe(c: dict[str, int]) -> str:
     share = lambda part, whole: f"{c[part]} / {c[whole]} ({c[part] / max(c[whole], 1):.0%})"  # noqa: E731
     rejected = c["true_catches"] + c["false_rejections"]
@@ -59,7 +90,12 @@ def describe(c: dict[str, int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="+", type=Path, help="eval records (JSONL), pooled")
-    print(describe(tally(parser.parse_args().records)))
+    parser.add_argument("--against", nargs="+", type=Path, default=[],
+                        help="another policy's records of the same questions, file by file")
+    args = parser.parse_args()
+    print(describe(tally(args.records)))
+    if args.against:
+        print(paired(args.records, args.against))
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ def _check(settings: ml_collections.ConfigDict) -> None:
                         "rl.samples_per_question / rl.minibatches)")
     if settings.row_buckets < 1:
         raise UserError(f"config key 'rl.row_buckets' ({settings.row_buckets}) must be 1 or more")
+    if settings.retry_kl < 0:
+        raise UserError(f"config key 'rl.retry_kl' ({settings.retry_kl}) must be 0 or more")
     if settings.branches < 0:
         raise UserError(f"config key 'rl.branches' ({settings.branches}) must be 0 (none) or more")
     if settings.branches and (settings.advantage, settings.baseline) != ("baseline", "leave_one_out"):
@@ -339,14 +341,18 @@ def _rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def token_advantages(settings, reward: str, rollout: Rollout, batch: dict, running: KeyedMeanBaseline | None,
                      values: RewardValues, value_estimates) -> dict:
     """Per-token `advantages` (and `returns` for the value head) on the batch's target positions:
-    each response's credit from its sampled tokens on (a branch's given start is not learned)."""
+    each response's credit from its sampled tokens on (a branch's given start is not learned); and
+    `kl_weights`, the KL coefficient's factor on each token (`rl.retry_kl` on a retry's, else 1)."""
     offsets, length = np.asarray(batch["offsets"]), batch["inputs"].shape[1]
     scored = rollout.scored
     mask = np.asarray(batch["response_mask"], np.float32)
     k = settings.samples_per_question
+    kl_weights = place(_sampled_part([np.where(s.retry_tokens(), settings.retry_kl, 1.0) for s in scored], rollout),
+                       offsets, length, fill=1.0)
     kl_penalty = np.zeros_like(mask)
     if settings.kl_in == "reward":
-        kl_penalty = -settings.kl_coef * np.asarray(batch["old_logprobs"] - batch["reference_logprobs"]) * mask
+        log_ratio = np.asarray(batch["old_logprobs"] - batch["reference_logprobs"])
+        kl_penalty = -settings.kl_coef * kl_weights * log_ratio * mask
     if settings.advantage == "gae":
         per_token = [outcome_tokens(s, len(s.token_action), values) if reward == "outcome"
                      else action_end_tokens(s, len(s.token_action), values) for s in scored]
@@ -363,7 +369,7 @@ def token_advantages(settings, reward: str, rollout: Rollout, batch: dict, runni
         returns = None
     if settings.whiten:
         advantages = whiten(advantages, jnp.asarray(mask))
-    return {"advantages": advantages} | ({"returns": returns} if returns is not None else {})
+    return {"advantages": advantages, "kl_weights": kl_weights} | ({"returns": returns} if returns is not None else {})
 
 
 def _sampled_part(per_response: list[np.ndarray], rollout: Rollout) -> list[np.ndarray]:

@@ -21,10 +21,11 @@ from sv_jax.training.token_stats import token_statistics
 def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, mask: jax.Array,
              clip: float = 0.2, reference_logprobs: jax.Array | None = None, kl_coef: float = 0.0,
              entropy: jax.Array | None = None, entropy_coef: float = 0.0,
-             count: jax.Array | None = None) -> tuple[jax.Array, dict]:
+             count: jax.Array | None = None, kl_weights: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """All `[batch, time]`: log-probs of the sampled tokens under the policy being trained and
     under the policy that sampled them, advantages, and the mask of learned tokens. The KL estimate
-    is k3 (`exp(d) - d - 1` with `d = reference - policy`): non-negative, zero when they agree.
+    is k3 (`exp(d) - d - 1` with `d = reference - policy`): non-negative, zero when they agree; the
+    loss weighs each token's by `kl_weights` (1 by default), the `kl` metric does not.
     Sums over tokens are divided by `count`, the learned tokens of the batch by default; a micro-batch
     passes its whole minibatch's, so that its loss and metrics add up to the minibatch's."""
     mask = mask.astype(jnp.float32)
@@ -35,9 +36,10 @@ def ppo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array
     metrics = {"clip_fraction": ((jnp.abs(ratio - 1) > clip) * mask).sum() / count}
     if reference_logprobs is not None:
         diff = reference_logprobs - logprobs
-        kl = ((jnp.exp(diff) - diff - 1) * mask).sum() / count
-        loss = loss + kl_coef * kl
-        metrics["kl"] = kl
+        per_token = (jnp.exp(diff) - diff - 1) * mask
+        weighted = per_token if kl_weights is None else per_token * kl_weights
+        loss = loss + kl_coef * weighted.sum() / count
+        metrics["kl"] = per_token.sum() / count
     if entropy is not None:
         mean_entropy = (entropy * mask).sum() / count
         loss = loss - entropy_coef * mean_entropy
@@ -70,8 +72,9 @@ class PPOStep:
     """One PPO update on a minibatch of rollout rows (jit it with the step static).
 
     The batch holds `[rows, time]` arrays: `inputs`, `targets`, `positions`, `segment_ids`,
-    `response_mask` (1 on sampled tokens), `old_logprobs`, `reference_logprobs`, `advantages`, and
-    `returns` when the state has a value head. Its rows are split into `micro_batches` slices whose
+    `response_mask` (1 on sampled tokens), `old_logprobs`, `reference_logprobs`, `advantages`,
+    `returns` when the state has a value head, and optionally `kl_weights` (each token's factor on
+    the KL term). Its rows are split into `micro_batches` slices whose
     gradients are summed (a `lax.scan`: the memory of one slice), each slice's loss normalised by the
     whole minibatch's response tokens, so that accumulation changes nothing but memory.
     """
@@ -90,7 +93,8 @@ class PPOStep:
         mask = micro["response_mask"].astype(jnp.float32)
         logprobs, entropy, values = policy_outputs(self.config, params, micro, self.temperature, self.entropy_coef > 0)
         total, metrics = ppo_loss(logprobs, micro["old_logprobs"], micro["advantages"], mask, self.clip,
-                                  micro["reference_logprobs"], self.kl_coef, entropy, self.entropy_coef, tokens)
+                                  micro["reference_logprobs"], self.kl_coef, entropy, self.entropy_coef, tokens,
+                                  micro.get("kl_weights"))
         if values is not None:
             value_loss = 0.5 * (((values - micro["returns"]) ** 2) * mask).sum() / tokens
             total = total + self.value_coef * value_loss

@@ -44,7 +44,8 @@ def reward_values(section: Any, key: str) -> RewardValues:
 @dataclasses.dataclass(frozen=True)
 class Scored:
     """A parsed response: its actions, each token's action (CUE for cue / EOS tokens), each action's
-    reward, each solve's correctness and answer, and whether it ended properly."""
+    reward, each solve's correctness and answer, whether it ended properly, and which actions are
+    retries (a solve right after a check that rejected the attempt before it)."""
 
     actions: list[Action]
     token_action: np.ndarray
@@ -52,6 +53,11 @@ class Scored:
     solve_correct: list[bool]
     solve_answers: list[str | None]
     ended: bool
+    retries: np.ndarray
+
+    def retry_tokens(self) -> np.ndarray:
+        """Per token: whether it belongs to a retry (a cue token, index CUE = -1, to none)."""
+        return np.append(self.retries, False)[self.token_action]
 
     @property
     def final_correct(self) -> bool:
@@ -86,7 +92,9 @@ def score_response(pieces: Sequence[str], ended: bool, cues: Cues, grade: Callab
     """
     actions, owner = token_actions(pieces, cues)
     rewards, solve_correct, solve_answers, last_attempt, rejected = [], [], [], None, set()
+    retries, said = [], None
     for action in actions:
+        retries.append(action.kind == SOLVE and said is False)
         if action.kind == SOLVE:
             correct, answer = grade(action.text)
             changed = bool(solve_correct) and solve_correct[-1] != correct
@@ -95,7 +103,7 @@ def score_response(pieces: Sequence[str], ended: bool, cues: Cues, grade: Callab
             rewards.append(reward + (values.repeat if answer is not None and answer in rejected else 0.0))
             solve_correct.append(correct)
             solve_answers.append(answer)
-            last_attempt = correct
+            last_attempt, said = correct, None
         else:
             said = verdict(action.text, cues)
             if said is False and solve_answers:
@@ -104,7 +112,8 @@ def score_response(pieces: Sequence[str], ended: bool, cues: Cues, grade: Callab
             reward = values.right if matches else values.wrong
             rewards.append(reward * (values.verify_bonus if last_attempt else 1.0))
     proper = ended and actions[-1].kind == VERIFY and verdict(actions[-1].text, cues) is not None
-    return Scored(actions, owner, np.asarray(rewards, np.float32), solve_correct, solve_answers, proper)
+    return Scored(actions, owner, np.asarray(rewards, np.float32), solve_correct, solve_answers, proper,
+                  np.array(retries, bool))
 
 
 def outcome_tokens(scored: Scored, length: int, values: RewardValues = RewardValues()) -> np.ndarray:
