@@ -74,9 +74,9 @@ class PPOStep:
     The batch holds `[rows, time]` arrays: `inputs`, `targets`, `positions`, `segment_ids`,
     `response_mask` (1 on sampled tokens), `old_logprobs`, `reference_logprobs`, `advantages`,
     `returns` when the state has a value head, and optionally `kl_weights` (each token's factor on
-    the KL term). Its rows are split into `micro_batches` slices whose
-    gradients are summed (a `lax.scan`: the memory of one slice), each slice's loss normalised by the
-    whole minibatch's response tokens, so that accumulation changes nothing but memory.
+    the KL term). Its rows are split into `micro_batches` slices whose gradients are summed (a
+    `lax.scan`: the memory of one slice), each slice's loss normalised by the whole minibatch's
+    response tokens, so that accumulation changes nothing but memory.
     """
 
     config: ModelConfig
