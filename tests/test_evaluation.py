@@ -1,10 +1,14 @@
 """Each evaluation figure against a hand count on hand-built responses."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 
 from sv_jax.evaluation import Attempt, read_attempts, score, truncate
-from sv_jax.tasks import builtin
-from sv_jax.trajectory import SOLVE, VERIFY, Action
+from sv_jax.tasks import arithmetic, builtin
+from sv_jax.trajectory import SOLVE, VERIFY, Action, build
 
 CUES = builtin.CUES
 RIGHT, WRONG = CUES.verdict_correct, CUES.verdict_incorrect
@@ -72,16 +76,17 @@ def test_truncation_stops_after_a_correct_verdict_or_the_last_allowed_attempt():
     assert truncate(long, CUES, max_attempts=4) == long[:6]
 
 
-def test_retries_compare_two_policies_on_the_questions_both_caught_first(tmp_path):
-    import importlib.util
-    import json
-    from pathlib import Path
-
+@pytest.fixture(scope="module")
+def retries():
+    """experiments/s2r_arith/retries.py, loaded as a module."""
     path = Path(__file__).parents[1] / "experiments" / "s2r_arith" / "retries.py"
     spec = importlib.util.spec_from_file_location("retries", path)
-    retries = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(retries)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def test_retries_compare_two_policies_on_the_questions_both_caught_first(tmp_path, retries):
     def records(name, *attempts_by_question):
         """Records of questions 0, 1, ...: each (first right?, first verdict, first answer, second
         right?, second answer) or None for a first attempt accepted right."""
@@ -105,3 +110,27 @@ def test_retries_compare_two_policies_on_the_questions_both_caught_first(tmp_pat
                                                 "against 2, repeats the first answer 1 against 0")
     with pytest.raises(SystemExit, match="--against: 2 files for 1 records files"):
         retries.paired([ours], [theirs, theirs])
+
+
+def test_retries_split_true_catches_by_the_checks_style_and_whether_it_slipped(tmp_path, retries):
+    problem = arithmetic.make_problem(1, (36, 123))  # a number increased by 36 is 123: 87
+    wrong = "123 - 36 = 77 . The answer is 77 ."
+
+    def record(check, retry_answer):
+        retry = f" The answer is {retry_answer} ."
+        actions = [Action(SOLVE, f" {wrong}"), Action(VERIFY, f" {check}"), Action(SOLVE, retry)]
+        attempts = [{"correct": False, "verdict": False, "answer": "77"},
+                    {"correct": retry_answer == 87, "verdict": True, "answer": str(retry_answer)}]
+        return json.dumps({"id": problem.id, "response": build(actions, CUES)[0], "attempts": attempts})
+
+    solving = arithmetic.verification(problem, 77, "problem_solving")  # 123 - 30 = 93 . 93 - 6 = 87 . 87 - 77 = 10
+    confirming = arithmetic.verification(problem, 77, "confirmative")  # 77 + 36 = 113 . 113 - 123 = -10
+    slipped = solving.replace("93 - 6 = 87 . 87 - 77 = 10", "93 - 6 = 85 . 85 - 77 = 8")
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join([record(solving, 87), record(solving, 77), record(confirming, 87),
+                                record(slipped, 80), record(slipped, 87)]) + "\n")
+    counts = retries.by_check([path])
+    assert counts["problem_solving", True, "caught"] == 2 and counts["problem_solving", True, "fixed"] == 1
+    assert counts["problem_solving", False, "caught"] == 2 and counts["problem_solving", False, "fixed"] == 1
+    assert counts["confirmative", True, "caught"] == 1 and counts["confirmative", True, "fixed"] == 1
+    assert "problem_solving exact      2     1 (50%)" in retries.describe_checks(counts)

@@ -10,17 +10,25 @@ answer, for each policy's records (`workdir/eval/<policy>.records.jsonl` of the 
 A policy whose first attempts improve leaves its checks the harder errors, so its rates compare
 badly with an earlier policy's on other questions. `--against` (records of another policy, file by
 file in the same order) also compares the two on the questions where both caught a wrong first attempt.
+
+Only a problem-solving check reaches the right answer itself, so a retry after it can take the
+check's route and number; a confirmative one leaves the retry to solve afresh. The last table splits
+the true first catches by the check's style, and by whether it is the task's own check to the
+character (an inexact one slipped or garbled a step).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import sys
+from collections import Counter
 from pathlib import Path
 
-ANSWER = re.compile(r"The answer is (-?\d+)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from sv_jax.tasks import arithmetic, builtin  # noqa: E402
+from sv_jax.trajectory import parse  # noqa: E402
 
 def tally(paths: list[Path]) -> dict[str, int]:
     counts = dict.fromkeys(("responses", "true_catches", "fixed", "catch_repeated", "catch_new", "catch_new_right",
@@ -32,8 +40,7 @@ def tally(paths: list[Path]) -> dict[str, int]:
             attempts = record["attempts"]
             if len(attempts) < 2 or attempts[0]["verdict"] is not False:
                 continue
-            answers = ANSWER.findall(record["response"])
-            repeated = len(answers) >= 2 and answers[0] == answers[1]
+            repeated = attempts[1]["answer"] is not None and attempts[1]["answer"] == attempts[0]["answer"]
             if attempts[0]["correct"]:
                 counts["false_rejections"] += 1
                 counts["broken"] += not attempts[-1]["correct"]
@@ -74,6 +81,44 @@ def paired(paths: list[Path], others: list[Path]) -> str:
             f"{count(theirs, 0)}, repeats the first answer {count(ours, 1)} against {count(theirs, 1)}")
 
 
+def exact(problem: arithmetic.Problem, proposed: int, check: str) -> bool:
+    """Whether a check is the task's own for `proposed`, by either route, to the character: a
+    problem-solving one then reached the right answer."""
+    return any(check.strip() == arithmetic.verification(problem, proposed, style, route)
+               for style in arithmetic.STYLES for route in arithmetic.ROUTES)
+
+
+def by_check(paths: list[Path]) -> Counter:
+    """Over true first catches, by (the check's style, the task's own check?): how many, and how many
+    second attempts were right."""
+    counts: Counter = Counter()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            attempts = record["attempts"]
+            if len(attempts) < 2 or attempts[0]["correct"] is not False or attempts[0]["verdict"] is not False:
+                continue
+            problem = arithmetic.problem_of(record["id"])
+            check = parse(record["response"], builtin.CUES)[1].text
+            if attempts[0]["answer"] is None:
+                key = ("no answer", False)
+            else:
+                proposed = int(attempts[0]["answer"])
+                key = arithmetic.written_style(problem, proposed, check), exact(problem, proposed, check)
+            counts[(*key, "caught")] += 1
+            counts[(*key, "fixed")] += bool(attempts[1]["correct"])
+    return counts
+
+
+def describe_checks(counts: Counter) -> str:
+    rows = ["  after a true first catch, by the check (style, the task's own or not): catches, second attempt right"]
+    for style, is_exact in sorted({key[:2] for key in counts}):
+        caught, fixed = counts[style, is_exact, "caught"], counts[style, is_exact, "fixed"]
+        check = "exact" if is_exact else "inexact"
+        rows.append(f"    {style:15s} {check:7s} {caught:4d}  {fixed:4d} ({fixed / caught:.0%})")
+    return "\n".join(rows)
+
+
 def describe(c: dict[str, int]) -> str:
     share = lambda part, whole: f"{c[part]} / {c[whole]} ({c[part] / max(c[whole], 1):.0%})"  # noqa: E731
     rejected = c["true_catches"] + c["false_rejections"]
@@ -94,6 +139,7 @@ def main() -> None:
                         help="another policy's records of the same questions, file by file")
     args = parser.parse_args()
     print(describe(tally(args.records)))
+    print(describe_checks(by_check(args.records)))
     if args.against:
         print(paired(args.records, args.against))
 
