@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -30,27 +31,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sv_jax.tasks import arithmetic, builtin  # noqa: E402
 from sv_jax.trajectory import parse  # noqa: E402
 
+
+def records(paths: list[Path]) -> Iterator[dict]:
+    """Every evaluation record of `paths`, file after file."""
+    for path in paths:
+        for line in path.read_text().splitlines():
+            yield json.loads(line)
+
+
+def caught_first(attempts: list[dict]) -> bool:
+    """Whether the first check rightly rejected a wrong first attempt and a second attempt followed."""
+    return len(attempts) >= 2 and attempts[0]["correct"] is False and attempts[0]["verdict"] is False
+
+
 def tally(paths: list[Path]) -> dict[str, int]:
     counts = dict.fromkeys(("responses", "true_catches", "fixed", "catch_repeated", "catch_new", "catch_new_right",
                             "false_rejections", "broken", "rejection_repeated"), 0)
-    for path in paths:
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            counts["responses"] += 1
-            attempts = record["attempts"]
-            if len(attempts) < 2 or attempts[0]["verdict"] is not False:
-                continue
-            repeated = attempts[1]["answer"] is not None and attempts[1]["answer"] == attempts[0]["answer"]
-            if attempts[0]["correct"]:
-                counts["false_rejections"] += 1
-                counts["broken"] += not attempts[-1]["correct"]
-                counts["rejection_repeated"] += repeated
-            else:
-                counts["true_catches"] += 1
-                counts["fixed"] += attempts[-1]["correct"]
-                counts["catch_repeated"] += repeated
-                counts["catch_new"] += not repeated
-                counts["catch_new_right"] += not repeated and attempts[1]["correct"]
+    for record in records(paths):
+        counts["responses"] += 1
+        attempts = record["attempts"]
+        if len(attempts) < 2 or attempts[0]["verdict"] is not False:
+            continue
+        repeated = attempts[1]["answer"] is not None and attempts[1]["answer"] == attempts[0]["answer"]
+        if attempts[0]["correct"]:
+            counts["false_rejections"] += 1
+            counts["broken"] += not attempts[-1]["correct"]
+            counts["rejection_repeated"] += repeated
+        else:
+            counts["true_catches"] += 1
+            counts["fixed"] += attempts[-1]["correct"]
+            counts["catch_repeated"] += repeated
+            counts["catch_new"] += not repeated
+            counts["catch_new_right"] += not repeated and attempts[1]["correct"]
     return counts
 
 
@@ -58,10 +70,9 @@ def first_catches(path: Path) -> dict[str, tuple[bool, bool]]:
     """Per question whose first check rejected a wrong first attempt: (second attempt right, second
     attempt repeats the first answer)."""
     caught = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    for record in records([path]):
         attempts = record["attempts"]
-        if len(attempts) >= 2 and attempts[0]["correct"] is False and attempts[0]["verdict"] is False:
+        if caught_first(attempts):
             caught[record["id"]] = (bool(attempts[1]["correct"]), attempts[1]["answer"] == attempts[0]["answer"])
     return caught
 
@@ -92,21 +103,19 @@ def by_check(paths: list[Path]) -> Counter:
     """Over true first catches, by (the check's style, the task's own check?): how many, and how many
     second attempts were right."""
     counts: Counter = Counter()
-    for path in paths:
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            attempts = record["attempts"]
-            if len(attempts) < 2 or attempts[0]["correct"] is not False or attempts[0]["verdict"] is not False:
-                continue
-            problem = arithmetic.problem_of(record["id"])
-            check = parse(record["response"], builtin.CUES)[1].text
-            if attempts[0]["answer"] is None:
-                key = ("no answer", False)
-            else:
-                proposed = int(attempts[0]["answer"])
-                key = arithmetic.written_style(problem, proposed, check), exact(problem, proposed, check)
-            counts[(*key, "caught")] += 1
-            counts[(*key, "fixed")] += bool(attempts[1]["correct"])
+    for record in records(paths):
+        attempts = record["attempts"]
+        if not caught_first(attempts):
+            continue
+        problem = arithmetic.problem_of(record["id"])
+        check = parse(record["response"], builtin.CUES)[1].text
+        if attempts[0]["answer"] is None:
+            key = ("no answer", False)
+        else:
+            proposed = int(attempts[0]["answer"])
+            key = arithmetic.written_style(problem, proposed, check), exact(problem, proposed, check)
+        counts[(*key, "caught")] += 1
+        counts[(*key, "fixed")] += bool(attempts[1]["correct"])
     return counts
 
 
