@@ -44,6 +44,11 @@ def caught_first(attempts: list[dict]) -> bool:
     return len(attempts) >= 2 and attempts[0]["correct"] is False and attempts[0]["verdict"] is False
 
 
+def repeats(attempts: list[dict]) -> bool:
+    """Whether the second attempt gave the first one's answer (two missing answers are not a repeat)."""
+    return attempts[1]["answer"] is not None and attempts[1]["answer"] == attempts[0]["answer"]
+
+
 def tally(paths: list[Path]) -> dict[str, int]:
     counts = dict.fromkeys(("responses", "true_catches", "fixed", "catch_repeated", "catch_new", "catch_new_right",
                             "false_rejections", "broken", "rejection_repeated"), 0)
@@ -52,7 +57,7 @@ def tally(paths: list[Path]) -> dict[str, int]:
         attempts = record["attempts"]
         if len(attempts) < 2 or attempts[0]["verdict"] is not False:
             continue
-        repeated = attempts[1]["answer"] is not None and attempts[1]["answer"] == attempts[0]["answer"]
+        repeated = repeats(attempts)
         if attempts[0]["correct"]:
             counts["false_rejections"] += 1
             counts["broken"] += not attempts[-1]["correct"]
@@ -73,7 +78,7 @@ def first_catches(path: Path) -> dict[str, tuple[bool, bool]]:
     for record in records([path]):
         attempts = record["attempts"]
         if caught_first(attempts):
-            caught[record["id"]] = (bool(attempts[1]["correct"]), attempts[1]["answer"] == attempts[0]["answer"])
+            caught[record["id"]] = (bool(attempts[1]["correct"]), repeats(attempts))
     return caught
 
 
