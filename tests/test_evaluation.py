@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sv_jax.evaluation import Attempt, read_attempts, score, truncate
@@ -134,3 +135,30 @@ def test_retries_split_true_catches_by_the_checks_style_and_whether_it_slipped(t
     assert counts["problem_solving", False, "caught"] == 2 and counts["problem_solving", False, "fixed"] == 1
     assert counts["confirmative", True, "caught"] == 1 and counts["confirmative", True, "fixed"] == 1
     assert "problem_solving exact      2     1 (50%)" in retries.describe_checks(counts)
+
+
+def test_retries_read_the_answer_a_rejecting_check_points_at(tmp_path, retries):
+    first = arithmetic.make_problem(1, (36, 123))  # a number increased by 36 is 123: 87
+    second = arithmetic.make_problem(2, (57, 9, 228))  # 57 increased by 9 times a number is 228: 19
+    solving = arithmetic.verification(first, 77, "problem_solving")  # ... 87 - 77 = 10: its own answer, 87
+    assert retries.pointed_answer(first, 77, solving) == 87
+    assert retries.pointed_answer(first, 77, arithmetic.verification(first, 77, "confirmative")) == 87  # 113 - 123
+    assert retries.pointed_answer(second, 14, arithmetic.verification(second, 14, "confirmative")) == 19  # -45 / 9
+    assert retries.pointed_answer(second, 14, "9 * 14 = 126 . 57 + 126 = 180 . 180 - 228 = -48 . "
+                                  + arithmetic.VERDICT_WRONG) is None  # 48 is no multiple of 9
+    slipped = arithmetic.slipped_verification(first, 87, "confirmative", np.random.default_rng(0))
+    assert retries.pointed_answer(first, 87, slipped) not in (None, 87)  # a false rejection points elsewhere
+    assert retries.pointed_answer(first, 87, arithmetic.verification(first, 87, "confirmative")) is None  # accepts
+
+    def record(check, proposed):
+        actions = [Action(SOLVE, f" The answer is {proposed} ."), Action(VERIFY, f" {check}"), Action(SOLVE, " x")]
+        attempts = [{"correct": proposed == 87, "verdict": False, "answer": str(proposed)},
+                    {"correct": False, "verdict": None, "answer": None}]
+        return json.dumps({"id": first.id, "response": build(actions, CUES)[0], "attempts": attempts})
+
+    path = tmp_path / "records.jsonl"
+    slipped_on_77 = "77 + 36 = 110 . 110 - 123 = -13 . " + arithmetic.VERDICT_WRONG  # points at 90
+    path.write_text("\n".join([record(solving, 77), record(slipped_on_77, 77), record(slipped, 87)]) + "\n")
+    counts = retries.by_pointed_answer([path])
+    assert (counts["true"], counts["true", "right"], counts["false"], counts["false", "right"]) == (2, 1, 1, 0)
+    assert retries.describe_pointed(counts).endswith("right after 1 / 2 true catches, after 0 / 1 false rejections")

@@ -15,12 +15,19 @@ Only a problem-solving check reaches the right answer itself, so a retry after i
 check's route and number; a confirmative one leaves the retry to solve afresh. The last table splits
 the true first catches by the check's style, and by whether it is the task's own check to the
 character (an inexact one slipped or garbled a step).
+
+Every check ends on `reached - target = d`, and d says where the right answer lies: a confirmative
+check's reached number moves with the proposed answer (k times as fast in family 2), a
+problem-solving one's reached number is its own answer. The last line asks what a retry that wrote
+that number would have done: how often it is right after a true first catch, and how often it keeps
+the right answer after a false one (a slipped check points elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sv_jax.tasks import arithmetic, builtin  # noqa: E402
 from sv_jax.trajectory import parse  # noqa: E402
+
+COMPARISON = re.compile(r"(-?\d+) - (-?\d+) = (-?\d+) \. " + re.escape(arithmetic.VERDICT_WRONG))
 
 
 def records(paths: list[Path]) -> Iterator[dict]:
@@ -124,6 +133,40 @@ def by_check(paths: list[Path]) -> Counter:
     return counts
 
 
+def pointed_answer(problem: arithmetic.Problem, proposed: int, check: str) -> int | None:
+    """The answer a rejecting check's last step points at (module docstring); None where the check
+    ends on no comparison or its difference does not divide."""
+    comparison = COMPARISON.search(check)
+    if comparison is None:
+        return None
+    reached, difference = int(comparison.group(1)), int(comparison.group(3))
+    if arithmetic.written_style(problem, proposed, check) == "problem_solving":
+        return reached
+    rate = problem.numbers[1] if problem.family == 2 else 1
+    return proposed - difference // rate if difference % rate == 0 else None
+
+
+def by_pointed_answer(paths: list[Path]) -> Counter:
+    """Over first checks that rejected an attempt with an answer, rightly or not: how many, and how
+    often the answer the check points at is the right one."""
+    counts: Counter = Counter()
+    for record in records(paths):
+        attempts = record["attempts"]
+        if len(attempts) < 2 or attempts[0]["verdict"] is not False or attempts[0]["answer"] is None:
+            continue
+        problem = arithmetic.problem_of(record["id"])
+        check = parse(record["response"], builtin.CUES)[1].text
+        kind = "false" if attempts[0]["correct"] else "true"
+        counts[kind] += 1
+        counts[kind, "right"] += pointed_answer(problem, int(attempts[0]["answer"]), check) == problem.answer
+    return counts
+
+
+def describe_pointed(counts: Counter) -> str:
+    return (f"  the answer the first check points at: right after {counts['true', 'right']} / {counts['true']} "
+            f"true catches, after {counts['false', 'right']} / {counts['false']} false rejections")
+
+
 def describe_checks(counts: Counter) -> str:
     rows = ["  after a true first catch, by the check (style, the task's own or not): catches, second attempt right"]
     for style, is_exact in sorted({key[:2] for key in counts}):
@@ -154,6 +197,7 @@ def main() -> None:
     args = parser.parse_args()
     print(describe(tally(args.records)))
     print(describe_checks(by_check(args.records)))
+    print(describe_pointed(by_pointed_answer(args.records)))
     if args.against:
         print(paired(args.records, args.against))
 
