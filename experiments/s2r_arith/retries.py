@@ -48,9 +48,19 @@ def records(paths: list[Path]) -> Iterator[dict]:
             yield json.loads(line)
 
 
+def rejected_first(attempts: list[dict]) -> bool:
+    """Whether the first check rejected the first attempt, rightly or not, and a second attempt followed."""
+    return len(attempts) >= 2 and attempts[0]["verdict"] is False
+
+
 def caught_first(attempts: list[dict]) -> bool:
     """Whether the first check rightly rejected a wrong first attempt and a second attempt followed."""
-    return len(attempts) >= 2 and attempts[0]["correct"] is False and attempts[0]["verdict"] is False
+    return rejected_first(attempts) and attempts[0]["correct"] is False
+
+
+def first_check(record: dict) -> str:
+    """The text of a record's first verification."""
+    return parse(record["response"], builtin.CUES)[1].text
 
 
 def repeats(attempts: list[dict]) -> bool:
@@ -64,7 +74,7 @@ def tally(paths: list[Path]) -> dict[str, int]:
     for record in records(paths):
         counts["responses"] += 1
         attempts = record["attempts"]
-        if len(attempts) < 2 or attempts[0]["verdict"] is not False:
+        if not rejected_first(attempts):
             continue
         repeated = repeats(attempts)
         if attempts[0]["correct"]:
@@ -122,7 +132,7 @@ def by_check(paths: list[Path]) -> Counter:
         if not caught_first(attempts):
             continue
         problem = arithmetic.problem_of(record["id"])
-        check = parse(record["response"], builtin.CUES)[1].text
+        check = first_check(record)
         if attempts[0]["answer"] is None:
             key = ("no answer", False)
         else:
@@ -152,13 +162,13 @@ def by_pointed_answer(paths: list[Path]) -> Counter:
     counts: Counter = Counter()
     for record in records(paths):
         attempts = record["attempts"]
-        if len(attempts) < 2 or attempts[0]["verdict"] is not False or attempts[0]["answer"] is None:
+        if not rejected_first(attempts) or attempts[0]["answer"] is None:
             continue
         problem = arithmetic.problem_of(record["id"])
-        check = parse(record["response"], builtin.CUES)[1].text
         kind = "false" if attempts[0]["correct"] else "true"
         counts[kind] += 1
-        counts[kind, "right"] += pointed_answer(problem, int(attempts[0]["answer"]), check) == problem.answer
+        pointed = pointed_answer(problem, int(attempts[0]["answer"]), first_check(record))
+        counts[kind, "right"] += pointed == problem.answer
     return counts
 
 
