@@ -77,14 +77,22 @@ def test_truncation_stops_after_a_correct_verdict_or_the_last_allowed_attempt():
     assert truncate(long, CUES, max_attempts=4) == long[:6]
 
 
+EXPERIMENTS = Path(__file__).parents[1] / "experiments" / "s2r_arith"
+
+
+def experiment(name):
+    """experiments/s2r_arith/<name>.py, loaded as a module, its folder on the path as when it runs."""
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(EXPERIMENTS))
+        spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def retries():
-    """experiments/s2r_arith/retries.py, loaded as a module."""
-    path = Path(__file__).parents[1] / "experiments" / "s2r_arith" / "retries.py"
-    spec = importlib.util.spec_from_file_location("retries", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return experiment("retries")
 
 
 def test_retries_compare_two_policies_on_the_questions_both_caught_first(tmp_path, retries):
@@ -162,3 +170,19 @@ def test_retries_read_the_answer_a_rejecting_check_points_at(tmp_path, retries):
     counts = retries.by_pointed_answer([path])
     assert (counts["true"], counts["true", "right"], counts["false"], counts["false", "right"]) == (2, 1, 1, 0)
     assert retries.describe_pointed(counts).endswith("right after 1 / 2 true catches, after 0 / 1 false rejections")
+
+
+def test_step_errors_count_wrong_steps_by_place_and_operand_digits(tmp_path):
+    step_errors = experiment("step_errors")
+    attempt = " 161 - 53 = 108 . 108 / 9 = 12 . The answer is 12 ."
+    retry = " 161 - 53 = 118 . 118 / 9 = 13 . The answer is 13 ."
+    check = " 9 * 12 = 108 . 53 + 108 = 151 . 151 - 161 = -10 . " + arithmetic.VERDICT_WRONG
+    actions = [Action(SOLVE, attempt), Action(VERIFY, check), Action(SOLVE, retry)]
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({"id": "f2-53-9-161", "response": build(actions, CUES)[0]}) + "\n")
+    counts = step_errors.step_errors([path])
+    places = {key[:2] for key in counts}
+    assert {key: (counts[(*key, "wrong")], counts[(*key, "steps")]) for key in places} == {
+        ("attempt", "3-2"): (1, 2), ("attempt", "3/1"): (1, 2),  # 118 / 9 leaves a remainder: wrong too
+        ("check", "1*2"): (0, 1), ("check", "2+3"): (1, 1), ("comparison", "3-3"): (0, 1)}
+    assert "check       2+3        1 /     1 (100%)" in step_errors.describe(counts)

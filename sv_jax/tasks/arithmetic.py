@@ -139,7 +139,8 @@ class Step:
         return f"{self.left} {self.op} {self.right} = {self.result} ."
 
 
-def _apply(left: int, op: str, right: int) -> int:
+def evaluate(left: int, op: str, right: int) -> int:
+    """What `left op right` is: the integer a step of the task must write."""
     if op == "+":
         return left + right
     if op == "-":
@@ -158,7 +159,7 @@ class _Worksheet:
         self.slip_at, self.slip = slip_at, slip
 
     def __call__(self, left: int, op: str, right: int) -> int:
-        result = _apply(left, op, right) + (self.slip if len(self.steps) == self.slip_at else 0)
+        result = evaluate(left, op, right) + (self.slip if len(self.steps) == self.slip_at else 0)
         self.steps.append(Step(left, op, right, result))
         return result
 
