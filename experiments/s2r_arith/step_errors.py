@@ -33,8 +33,8 @@ def shape(left: int, op: str, right: int) -> str:
 
 def is_wrong(left: int, op: str, right: int, written: int) -> bool:
     """The task divides exactly, so a division with a remainder (after an earlier slip) is wrong too."""
-    if op == "/":
-        return right == 0 or left % right != 0 or written != left // right
+    if op == "/" and (right == 0 or left % right != 0):
+        return True
     return written != arithmetic.evaluate(left, op, right)
 
 
@@ -54,7 +54,7 @@ def step_errors(paths: list[Path]) -> Counter:
 
 def describe(counts: Counter) -> str:
     rows = ["place       shape   wrong / steps"]
-    keys = sorted({key[:2] for key in counts}, key=lambda key: (key[0], -counts[(*key, "steps")]))
+    keys = sorted({key[:2] for key in counts}, key=lambda key: (key[0], -counts[(*key, "steps")], key[1]))
     for place, form in keys:
         steps, wrong = counts[place, form, "steps"], counts[place, form, "wrong"]
         rows.append(f"{place:11s} {form:6s} {wrong:5d} / {steps:5d} ({wrong / steps:.0%})")
