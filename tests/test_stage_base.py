@@ -104,3 +104,20 @@ def test_the_corpus_solves_and_checks_by_the_parts_route_at_its_share():
                   for p, context, text in documents(share) if "Check:" in context]
         assert abs(np.mean([route == "parts" for route in solved]) - share) < 0.1
         assert abs(np.mean(checks) - share) < 0.1  # a check of a parts attempt opens the direct route
+
+
+def test_drills_at_a_lower_shape_power_hold_rare_steps_more_often_and_only_true_facts():
+    import re
+    from sv_jax.tasks import arithmetic as task
+
+    def two_plus_three_share(shape_power: float) -> float:
+        rng = np.random.default_rng(0)
+        steps = [re.fullmatch(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)", fact.strip()).groups()
+                 for _ in range(1500) for fact in builtin.arithmetic_drill(rng, 8, 0.75, 0.5, shape_power).split(" .")
+                 if fact.strip()]
+        assert len(steps) == 1500 * 8
+        assert all(task.evaluate(int(left), op, int(right)) == int(result) for left, op, right, result in steps)
+        return np.mean([op == "+" and len(left) == 2 and len(right) == 3 for left, op, right, _ in steps])
+
+    natural, tempered = two_plus_three_share(1.0), two_plus_three_share(0.5)
+    assert 0.002 < natural < 0.01 and tempered > 2.5 * natural

@@ -172,7 +172,7 @@ def packed_batch(tokenizer, rng: np.random.Generator, settings: ml_collections.C
 def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> tuple[str, str]:
     if rng.random() < settings.drill_share:
         return "", builtin.arithmetic_drill(rng, settings.drill_facts, settings.confirmative_share,
-                                            settings.parts_route_share)
+                                            settings.parts_route_share, settings.drill_shape_power)
     problem = task.draw_problem("train", rng)
     return builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share,
                                         settings.confirmative_share, settings.parts_route_share)

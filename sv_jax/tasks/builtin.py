@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import functools
+
 import numpy as np
 
 from sv_jax.construction import choose_style
@@ -57,17 +60,54 @@ def pretraining_document(problem: task.Problem, rng: np.random.Generator, slip_r
     return prompt(problem), " " + solution
 
 
-def arithmetic_drill(rng: np.random.Generator, facts: int, confirmative_share: float, parts_share: float = 0.0) -> str:
+def arithmetic_drill(rng: np.random.Generator, facts: int, confirmative_share: float, parts_share: float = 0.0,
+                     shape_power: float = 1.0) -> str:
     """`facts` single-step results drawn from the steps that solutions and both checking styles of
     training questions compute (checks of slipped answers too), by either route: the arithmetic a
-    real initial policy already knows, given to ours densely instead of two facts per worked solution."""
+    real initial policy already knows, given to ours densely instead of two facts per worked solution.
+
+    With `shape_power` below 1, steps of a shape (operator, operand digits, a sign) that make up a
+    share s of those steps are kept with odds proportional to s^(shape_power - 1), so a shape's share
+    of the drill goes as s^shape_power: rare shapes, two-digit plus three-digit sums among them (0.5 %
+    of the steps, and the checks' most error-prone), come more often."""
+    keep = _shape_keep_odds(confirmative_share, parts_share, shape_power) if shape_power != 1.0 else None
     steps: list[task.Step] = []
     while len(steps) < facts:
-        problem = task.draw_problem("train", rng)
-        route = draw_route(rng, parts_share)
-        proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng, route)[1]
-        style = choose_style("mixed", rng, confirmative_share)
-        check, reached, target = task.verification_steps(problem, proposed, style, route)
-        steps += task.solution_steps(problem, route=route) + check + [task.comparison(reached, target)]
+        drawn = _steps_of_one_question(rng, confirmative_share, parts_share)
+        steps += drawn if keep is None else [s for s in drawn if rng.random() < keep.get(_shape(s), 1.0)]
     chosen = rng.choice(len(steps), facts, replace=False)
     return " ".join(steps[i].text() for i in chosen)
+
+
+def _steps_of_one_question(rng: np.random.Generator, confirmative_share: float, parts_share: float) -> list[task.Step]:
+    """A training question's solution steps by a drawn route, and a check's steps of a right or
+    slipped answer (half each) in a drawn style, with its comparison."""
+    problem = task.draw_problem("train", rng)
+    route = draw_route(rng, parts_share)
+    proposed = problem.answer if rng.random() < 0.5 else task.slipped_solution(problem, rng, route)[1]
+    style = choose_style("mixed", rng, confirmative_share)
+    check, reached, target = task.verification_steps(problem, proposed, style, route)
+    return task.solution_steps(problem, route=route) + check + [task.comparison(reached, target)]
+
+
+def _shape(step: task.Step) -> tuple[str, int, int, bool]:
+    """A step's operator, its operands' digit counts, and whether a negative number is in it."""
+    return step.op, len(str(abs(step.left))), len(str(abs(step.right))), min(step.left, step.right, step.result) < 0
+
+
+# Shapes rarer than this are weighted as if they were this common: a handful of odd steps (a
+# three-digit sum of two three-digit numbers) must not make every common step a rare keep.
+_RAREST_WEIGHTED_SHARE = 0.005
+
+
+@functools.cache
+def _shape_keep_odds(confirmative_share: float, parts_share: float, shape_power: float) -> dict[tuple, float]:
+    """Each shape's odds of being kept, s^(shape_power - 1) for its share s among the steps of 4,000
+    questions drawn with a fixed seed, scaled so that the rarest weighted shapes are always kept."""
+    rng = np.random.default_rng(0)
+    counts = collections.Counter(_shape(step) for _ in range(4000)
+                                 for step in _steps_of_one_question(rng, confirmative_share, parts_share))
+    total = sum(counts.values())
+    weight = {shape: max(count / total, _RAREST_WEIGHTED_SHARE) ** (shape_power - 1) for shape, count in counts.items()}
+    top = max(weight.values())
+    return {shape: w / top for shape, w in weight.items()}
