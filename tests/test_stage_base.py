@@ -121,3 +121,51 @@ def test_drills_at_a_lower_shape_power_hold_rare_steps_more_often_and_only_true_
 
     natural, tempered = two_plus_three_share(1.0), two_plus_three_share(0.5)
     assert 0.002 < natural < 0.01 and tempered > 2.5 * natural
+
+
+class _BytesTokenizer:
+    """Text as its UTF-8 bytes: enough for a sampler stub to read its prompts back."""
+
+    eos_token_id = None
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(text.encode())
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return bytes(ids).decode()
+
+    def __len__(self) -> int:
+        return 256
+
+
+class _DirectOnlySampler:
+    """Finishes a direct opening with the right solution; after a parts opening it writes a wrong
+    answer, checks it, and retries right, which must not count: the first attempt is graded."""
+
+    def __init__(self, problems):
+        self.by_question = {p.question: p for p in problems}
+
+    def sample(self, prompts, spec):
+        from types import SimpleNamespace
+
+        from sv_jax.tasks import arithmetic as task
+        rows = {}
+        for i, ids in enumerate(prompts):
+            text = bytes(ids).decode()
+            problem = self.by_question[text.split("Question: ")[1].split("\n")[0]]
+            direct = task.solution_text(task.solution_steps(problem, route="direct"))
+            if text.endswith(direct.split(" =")[0] + " ="):
+                completion = direct.split(" =", 1)[1]
+            else:
+                completion = (f" 1 . The answer is {problem.answer + 1} .{builtin.CUES.verify} 1 - 0 = 1 ."
+                              f"{builtin.CUES.retry} {direct}")
+            rows[i] = [SimpleNamespace(token_ids=list(completion.encode()))]
+        return rows
+
+
+def test_routes_are_measured_from_each_routes_first_step_and_by_the_first_attempt():
+    from sv_jax.tasks import arithmetic as task
+    problems = task.draw_problems("test", 40, seed=0)
+    figures = base.measure_routes(_DirectOnlySampler(problems), _BytesTokenizer(), problems)
+    assert figures["direct"]["all"] == 1.0 and figures["parts"]["all"] == 0.0
+    assert set(figures["parts"]) == {"all", "1", "2", "3", "4", "5"}

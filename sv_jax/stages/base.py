@@ -96,10 +96,13 @@ def run(config: ml_collections.ConfigDict) -> None:
     save_hf(directory / "model", model_config, state.params, tokenizer)
     sampler.params = state.params
     figures = measure_initial_policy(sampler, tokenizer, "test", settings.eval_questions, config.seed)
+    figures["accuracy_by_route"] = measure_routes(sampler, tokenizer, task.draw_problems(
+        "test", settings.eval_questions, config.seed))
     on_process_zero(lambda: (directory / "eval.json").write_text(json.dumps(figures, indent=2) + "\n"), "base eval")
     print(f"base: π₀ on {figures['n']} test questions: greedy accuracy {figures['accuracy']:.1%}, "
           f"checking exercises judged right {figures['check_accuracy']:.1%}, "
-          f"verifies unprompted {figures['unprompted_verification']:.1%}")
+          f"verifies unprompted {figures['unprompted_verification']:.1%}; from each route's first step: "
+          + ", ".join(f"{route} {figures['accuracy_by_route'][route]['all']:.1%}" for route in task.ROUTES))
 
 
 def _cool_down(state, layout, model_config: ModelConfig, schedule, stopped_at: int, batch_for_step,
@@ -179,8 +182,8 @@ def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> 
 
 
 def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, seed: int) -> dict:
-    """π₀ on held-out questions of `split`: greedy accuracy, whether it verifies unprompted, and the
-    share of checking exercises (right and slipped answers, half each) it judges right, by the
+    """π₀ on held-out questions of `split`: greedy accuracy, the route it takes, whether it verifies
+    unprompted, and the share of checking exercises (right and slipped answers, half each) it judges right, by the
     answer's truth and by the style π₀ chose to check in (the prompt does not name one)."""
     problems = task.draw_problems(split, count, seed)
     spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
@@ -203,14 +206,40 @@ def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, 
                        for p, proposed, check in zip(problems, proposals, checks)])
     right = np.array([task.grade(p, t) for p, t in zip(problems, texts)])
     families = np.array([p.family for p in problems])
+    routes = np.array([task.solution_route(p, t) for p, t in zip(problems, texts)])
     return {
         "n": len(problems),
         "accuracy": float(np.mean(right)),
         "check_accuracy": float(np.mean(judged)),
         "unprompted_verification": float(np.mean([builtin.CUES.verify.strip() in t for t in texts])),
         "accuracy_by_family": {str(f): float(np.mean(right[families == f])) for f in sorted(set(families))},
+        "route_share": {r: float(np.mean(routes == r)) for r in task.ROUTES},
         "check_accuracy_by_answer": {name: float(np.mean(judged[truths == proposed_right]))
                                      for name, proposed_right in (("right", True), ("slipped", False))},
         "check_style_share": {s: float(np.mean(styles == s)) for s in sorted(set(styles))},
         "check_accuracy_by_style": {s: float(np.mean(judged[styles == s])) for s in sorted(set(styles))},
     }
+
+
+def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem]) -> dict:
+    """Greedy accuracy by each solution route, overall and by family: every question is answered
+    once per route from that route's first operation (` 52 - 2 =`), so that a route the policy
+    seldom picks is measured on every question. A retry by the other route can fix an attempt
+    only where that route is right."""
+    spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
+                        vocab_size=len(tokenizer))
+    openings = [(p, route, task.solution_steps(p, route=route)[0]) for route in task.ROUTES for p in problems]
+    prompts = [builtin.prompt(p) + f" {step.left} {step.op} {step.right} =" for p, _, step in openings]
+    here = sampler.sample(map_shares(lambda text: tokenizer.encode(text, add_special_tokens=False), prompts,
+                                     "route prompts"), spec)
+    decoded = {i: tokenizer.decode(rows[0].token_ids, skip_special_tokens=True) for i, rows in here.items()}
+    completions = gather_by_index(decoded, len(prompts))
+    # a policy past π₀ may go on to check and retry: the first attempt is graded
+    right = np.array([task.grade(p, (prompt + completion).split(builtin.CUES.verify)[0])
+                      for (p, _, _), prompt, completion in zip(openings, prompts, completions)])
+    routes = np.array([route for _, route, _ in openings])
+    families = np.array([p.family for p, _, _ in openings])
+    return {route: {"all": float(np.mean(right[routes == route])),
+                    **{str(f): float(np.mean(right[(routes == route) & (families == f)]))
+                       for f in sorted(set(families))}}
+            for route in task.ROUTES}
