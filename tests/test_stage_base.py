@@ -138,9 +138,10 @@ class _BytesTokenizer:
         return 256
 
 
-class _DirectOnlySampler:
-    """Finishes a direct opening with the right solution; after a parts opening it writes a wrong
-    answer, checks it, and retries right, which must not count: the first attempt is graded."""
+class _RouteSampler:
+    """Right by the direct route on families 1, 4 and 5, by the parts route on family 2 alone, by
+    neither on family 3; a wrong attempt is checked and retried right, which must not count: the
+    first attempt is graded."""
 
     def __init__(self, problems):
         self.by_question = {p.question: p for p in problems}
@@ -154,8 +155,10 @@ class _DirectOnlySampler:
             text = bytes(ids).decode()
             problem = self.by_question[text.split("Question: ")[1].split("\n")[0]]
             direct = task.solution_text(task.solution_steps(problem, route="direct"))
-            if text.endswith(direct.split(" =")[0] + " ="):
-                completion = direct.split(" =", 1)[1]
+            by_direct = text.endswith(direct.split(" =")[0] + " =")
+            if problem.family != 3 and by_direct != (problem.family == 2):
+                completion = " " + task.solution_text(task.solution_steps(
+                    problem, route="direct" if by_direct else "parts")).split(" =", 1)[1]
             else:
                 completion = (f" 1 . The answer is {problem.answer + 1} .{builtin.CUES.verify} 1 - 0 = 1 ."
                               f"{builtin.CUES.retry} {direct}")
@@ -166,6 +169,10 @@ class _DirectOnlySampler:
 def test_routes_are_measured_from_each_routes_first_step_and_by_the_first_attempt():
     from sv_jax.tasks import arithmetic as task
     problems = task.draw_problems("test", 40, seed=0)
-    figures = base.measure_routes(_DirectOnlySampler(problems), _BytesTokenizer(), problems)
-    assert figures["direct"]["all"] == 1.0 and figures["parts"]["all"] == 0.0
-    assert set(figures["parts"]) == {"all", "1", "2", "3", "4", "5"}
+    figures = base.measure_routes(_RouteSampler(problems), _BytesTokenizer(), problems)
+    two, three = (sum(p.family == f for p in problems) for f in (2, 3))
+    assert np.isclose(figures["direct"]["all"], 1 - (two + three) / 40)
+    assert np.isclose(figures["parts"]["all"], two / 40)
+    assert figures["direct"]["2"] == 0.0 and figures["parts"]["2"] == 1.0 and figures["parts"]["1"] == 0.0
+    assert np.isclose(figures["parts"]["where_others_wrong"], two / (two + three))
+    assert np.isclose(figures["direct"]["where_others_wrong"], (40 - two - three) / (40 - two))

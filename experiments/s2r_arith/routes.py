@@ -31,14 +31,14 @@ def main() -> None:
     args = parser.parse_args()
     problems = arithmetic.draw_problems("test", args.questions, args.seed)
     families = [str(f) for f in arithmetic.FAMILIES]
-    print("| model | route | all | " + " | ".join(f"family {f}" for f in families) + " |")
-    print("|---|---|---|" + "---|" * len(families))
+    print("| model | route | all | " + " | ".join(f"family {f}" for f in families) + " | where the other is wrong |")
+    print("|---|---|---|" + "---|" * len(families) + "---|")
     for folder in args.models:
         model = load_hf(folder, mesh=mesh_of(default.get_config()))
         figures = measure_routes(Sampler(model.config, model.params), model.tokenizer, problems)
         for route, by in figures.items():
-            print(f"| {folder} | {route} | {by['all']:.3f} | " + " | ".join(f"{by.get(f, float('nan')):.3f}"
-                                                                          for f in families) + " |")
+            cells = [by["all"], *(by.get(f, float("nan")) for f in families), by["where_others_wrong"]]
+            print(f"| {folder} | {route} | " + " | ".join(f"{cell:.3f}" for cell in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -225,7 +225,8 @@ def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem]) ->
     """Greedy accuracy by each solution route, overall and by family: every question is answered
     once per route from that route's first operation (` 52 - 2 =`), so that a route the policy
     seldom picks is measured on every question. A retry by the other route can fix an attempt
-    only where that route is right."""
+    only where that route is right: `where_others_wrong` is a route's accuracy on the questions
+    every other route gets wrong."""
     spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
                         vocab_size=len(tokenizer))
     openings = [(p, route, task.solution_steps(p, route=route)[0]) for route in task.ROUTES for p in problems]
@@ -239,7 +240,11 @@ def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem]) ->
                       for (p, _, _), prompt, completion in zip(openings, prompts, completions)])
     routes = np.array([route for _, route, _ in openings])
     families = np.array([p.family for p, _, _ in openings])
+    by_route = right.reshape(len(task.ROUTES), len(problems))
+    # where every other route is wrong: the most a retry by this route can fix
+    rescued = {route: by_route[i][~np.delete(by_route, i, axis=0).any(axis=0)] for i, route in enumerate(task.ROUTES)}
     return {route: {"all": float(np.mean(right[routes == route])),
                     **{str(f): float(np.mean(right[(routes == route) & (families == f)]))
-                       for f in sorted(set(families))}}
+                       for f in sorted(set(families))},
+                    "where_others_wrong": float(np.mean(rescued[route])) if len(rescued[route]) else float("nan")}
             for route in task.ROUTES}
