@@ -70,6 +70,20 @@ def test_the_two_routes_open_apart_and_share_at_most_one_step():
     assert task.other_route("direct") == "parts" and task.other_route("parts") == "direct"
 
 
+def test_the_parts_route_subtracts_only_numbers_it_has_written():
+    """A split subtrahend is written out first (`52 - 2 = 50 .`), so that no part is cut from a
+    number in the question: every number the parts route subtracts from its running result (but a
+    lone 1) is in an earlier step."""
+    problem = task.problem_of("f1-52-123")
+    assert task.solution_text(task.solution_steps(problem, route="parts")) == (
+        "52 - 2 = 50 . 123 - 50 = 73 . 73 - 2 = 71 . The answer is 71 .")
+    for problem in task.draw_problems("train", 500, seed=3):
+        steps = task.solution_steps(problem, route="parts")
+        for i, step in enumerate(steps):
+            if i and step.op == "-" and step.left == steps[i - 1].result and step.right != 1:
+                assert any(step.right in (s.left, s.right, s.result) for s in steps[:i]), (problem, step)
+
+
 @settings(max_examples=400)
 @given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(task.FAMILIES),
        style=st.sampled_from(task.STYLES), offset=st.integers(-30, 30), route=st.sampled_from(task.ROUTES))
