@@ -183,22 +183,15 @@ def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> 
 
 def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, seed: int) -> dict:
     """π₀ on held-out questions of `split`: greedy accuracy, the route it takes, whether it verifies
-    unprompted, and the share of checking exercises (right and slipped answers, half each) it judges right, by the
-    answer's truth and by the style π₀ chose to check in (the prompt does not name one)."""
+    unprompted, and the share of checking exercises (right and slipped answers, half each) it judges
+    right, by the answer's truth and by the style π₀ chose to check in (the prompt does not name one)."""
     problems = task.draw_problems(split, count, seed)
-    spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
-                        vocab_size=len(tokenizer))
-    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-
     rng = np.random.default_rng(seed)
     proposals = [p.answer if i % 2 == 0 else task.slipped_solution(p, rng)[1] for i, p in enumerate(problems)]
     # the questions and the checking exercises in one call: one sampling program for both
     prompts = ([builtin.prompt(p) for p in problems]
                + [builtin.check_prompt(p, proposed) for p, proposed in zip(problems, proposals)])
-    here = sampler.sample(map_shares(encode, prompts, "measurement prompts"), spec)
-    # each process decodes the rows its devices sampled
-    decoded = {i: tokenizer.decode(rows[0].token_ids, skip_special_tokens=True) for i, rows in here.items()}
-    answers = gather_by_index(decoded, len(prompts))
+    answers = _greedy(sampler, tokenizer, prompts, "measurement prompts")
     texts, checks = answers[: len(problems)], answers[len(problems) :]
     truths = np.array([proposed == p.answer for p, proposed in zip(problems, proposals)])
     judged = np.array([verdict(check, builtin.CUES) == truth for check, truth in zip(checks, truths)])
@@ -227,14 +220,9 @@ def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem]) ->
     seldom picks is measured on every question. A retry by the other route can fix an attempt
     only where that route is right: `where_others_wrong` is a route's accuracy on the questions
     every other route gets wrong."""
-    spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
-                        vocab_size=len(tokenizer))
     openings = [(p, route, task.solution_steps(p, route=route)[0]) for route in task.ROUTES for p in problems]
     prompts = [builtin.prompt(p) + f" {step.left} {step.op} {step.right} =" for p, _, step in openings]
-    here = sampler.sample(map_shares(lambda text: tokenizer.encode(text, add_special_tokens=False), prompts,
-                                     "route prompts"), spec)
-    decoded = {i: tokenizer.decode(rows[0].token_ids, skip_special_tokens=True) for i, rows in here.items()}
-    completions = gather_by_index(decoded, len(prompts))
+    completions = _greedy(sampler, tokenizer, prompts, "route prompts")
     # a policy past π₀ may go on to check and retry: the first attempt is graded
     right = np.array([task.grade(p, (prompt + completion).split(builtin.CUES.verify)[0])
                       for (p, _, _), prompt, completion in zip(openings, prompts, completions)])
@@ -248,3 +236,14 @@ def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem]) ->
                        for f in sorted(set(families))},
                     "where_others_wrong": float(np.mean(rescued[route])) if len(rescued[route]) else float("nan")}
             for route in task.ROUTES}
+
+
+def _greedy(sampler: Sampler, tokenizer, prompts: list[str], what: str) -> list[str]:
+    """Every prompt's greedy completion (up to 96 tokens), in one sampler call, on every process."""
+    spec = SamplingSpec(max_new_tokens=96, temperature=0.0, stop_sequences=stop_sequences_for(tokenizer, ()),
+                        vocab_size=len(tokenizer))
+    here = sampler.sample(map_shares(lambda text: tokenizer.encode(text, add_special_tokens=False), prompts, what),
+                          spec)
+    # each process decodes the rows its devices sampled
+    decoded = {i: tokenizer.decode(rows[0].token_ids, skip_special_tokens=True) for i, rows in here.items()}
+    return gather_by_index(decoded, len(prompts))
