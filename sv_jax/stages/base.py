@@ -71,13 +71,14 @@ def run(config: ml_collections.ConfigDict) -> None:
 
     sampler = Sampler(model_config, state.params, gather_weights=gathers_sampling_weights(config))
     validations = directory / "validation.jsonl"
+    validation_problems = task.draw_problems("validation", settings.validation_questions, config.seed)
 
     def competent(step_index: int, state) -> bool:
         """Whether π₀ already solves and checks as well as the config asks (validation draw)."""
         if step_index < settings.validate_from:
             return False
         sampler.params = state.params
-        figures = measure_initial_policy(sampler, tokenizer, "validation", settings.validation_questions, config.seed)
+        figures = measure_initial_policy(sampler, tokenizer, validation_problems, config.seed)
 
         def write() -> None:
             with validations.open("a") as out:
@@ -95,9 +96,9 @@ def run(config: ml_collections.ConfigDict) -> None:
                            lambda i: batch_for_step(stopped_at + i), directory / "cooldown", settings)
     save_hf(directory / "model", model_config, state.params, tokenizer)
     sampler.params = state.params
-    figures = measure_initial_policy(sampler, tokenizer, "test", settings.eval_questions, config.seed)
-    figures["accuracy_by_route"] = measure_routes(sampler, tokenizer, task.draw_problems(
-        "test", settings.eval_questions, config.seed))
+    test_problems = task.draw_problems("test", settings.eval_questions, config.seed)
+    figures = measure_initial_policy(sampler, tokenizer, test_problems, config.seed)
+    figures["accuracy_by_route"] = measure_routes(sampler, tokenizer, test_problems)
     on_process_zero(lambda: (directory / "eval.json").write_text(json.dumps(figures, indent=2) + "\n"), "base eval")
     print(f"base: π₀ on {figures['n']} test questions: greedy accuracy {figures['accuracy']:.1%}, "
           f"checking exercises judged right {figures['check_accuracy']:.1%}, "
@@ -181,12 +182,11 @@ def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> 
                                         settings.confirmative_share, settings.parts_route_share)
 
 
-def measure_initial_policy(sampler: Sampler, tokenizer, split: str, count: int, seed: int) -> dict:
-    """π₀ on held-out questions of `split`: greedy accuracy, the route it takes, whether it verifies
+def measure_initial_policy(sampler: Sampler, tokenizer, problems: list[task.Problem], seed: int) -> dict:
+    """π₀ on held-out `problems`: greedy accuracy, the route it takes, whether it verifies
     unprompted, and the share of checking exercises (right and slipped answers, half each) it judges
     right, by the answer's truth and by the style π₀ chose to check in (the prompt does not name one)."""
-    problems = task.draw_problems(split, count, seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # which checking exercises propose a slipped answer
     proposals = [p.answer if i % 2 == 0 else task.slipped_solution(p, rng)[1] for i, p in enumerate(problems)]
     # the questions and the checking exercises in one call: one sampling program for both
     prompts = ([builtin.prompt(p) for p in problems]
@@ -226,16 +226,16 @@ def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem]) ->
     # a policy past π₀ may go on to check and retry: the first attempt is graded
     right = np.array([task.grade(p, (prompt + completion).split(builtin.CUES.verify)[0])
                       for (p, _, _), prompt, completion in zip(openings, prompts, completions)])
-    routes = np.array([route for _, route, _ in openings])
-    families = np.array([p.family for p, _, _ in openings])
-    by_route = right.reshape(len(task.ROUTES), len(problems))
-    # where every other route is wrong: the most a retry by this route can fix
-    rescued = {route: by_route[i][~np.delete(by_route, i, axis=0).any(axis=0)] for i, route in enumerate(task.ROUTES)}
-    return {route: {"all": float(np.mean(right[routes == route])),
-                    **{str(f): float(np.mean(right[(routes == route) & (families == f)]))
-                       for f in sorted(set(families))},
-                    "where_others_wrong": float(np.mean(rescued[route])) if len(rescued[route]) else float("nan")}
-            for route in task.ROUTES}
+    by_route = right.reshape(len(task.ROUTES), len(problems))  # openings run route by route
+    families = np.array([p.family for p in problems])
+    figures = {}
+    for i, route in enumerate(task.ROUTES):
+        # where every other route is wrong: the most a retry by this route can fix
+        rescued = by_route[i][~np.delete(by_route, i, axis=0).any(axis=0)]
+        figures[route] = {"all": float(np.mean(by_route[i])),
+                          **{str(f): float(np.mean(by_route[i][families == f])) for f in sorted(set(families))},
+                          "where_others_wrong": float(np.mean(rescued)) if len(rescued) else float("nan")}
+    return figures
 
 
 def _greedy(sampler: Sampler, tokenizer, prompts: list[str], what: str) -> list[str]:
