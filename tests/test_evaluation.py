@@ -145,6 +145,35 @@ def test_retries_split_true_catches_by_the_checks_style_and_whether_it_slipped(t
     assert "problem_solving exact      2     1 (50%)" in retries.describe_checks(counts)
 
 
+def test_retries_split_by_the_routes_taken_before_count_as_the_evaluation_does(tmp_path, retries):
+    problem = arithmetic.make_problem(1, (36, 123))  # a number increased by 36 is 123: 87
+    direct = lambda answer: f"123 - 36 = {answer} . The answer is {answer} ."  # noqa: E731
+    parts = lambda answer: f"36 - 6 = 30 . 123 - 30 = 93 . 93 - 6 = {answer} . The answer is {answer} ."  # noqa: E731
+
+    def record(*attempts):
+        """Attempts (route, answer, verdict), each followed by a check with that verdict."""
+        actions, shown = [], []
+        for route, answer, said in attempts:
+            actions += [Action(SOLVE, f" {route(answer)}"), Action(VERIFY, " a check")]
+            shown.append({"correct": answer == 87, "verdict": said, "answer": str(answer)})
+        return json.dumps({"id": problem.id, "response": build(actions, CUES)[0], "attempts": shown})
+
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join([
+        record((direct, 77, False), (parts, 87, True)),  # one route, the untried one: right
+        # one route, the same again: a repeat; then the untried one: wrong; then both taken: a repeat
+        record((direct, 77, False), (direct, 77, False), (parts, 85, False), (direct, 77, True)),
+        # a false rejection counts no retry; after the catch that follows, both taken: right, and a
+        # repeat of the falsely rejected answer, as the evaluation counts it
+        record((direct, 87, False), (parts, 85, False), (direct, 87, True)),
+    ]) + "\n")
+    counts = retries.by_routes_tried([path])
+    assert [counts["one", "tried", figure] for figure in ("retries", "right", "repeats")] == [1, 0, 1]
+    assert [counts["one", "untried", figure] for figure in ("retries", "right", "repeats")] == [2, 1, 0]
+    assert [counts["both", "tried", figure] for figure in ("retries", "right", "repeats")] == [2, 1, 2]
+    assert "    one  untried    2     1 (50%)     0 (0%)" in retries.describe_routes(counts)
+
+
 def test_retries_read_the_answer_a_rejecting_check_points_at(tmp_path, retries):
     first = arithmetic.make_problem(1, (36, 123))  # a number increased by 36 is 123: 87
     second = arithmetic.make_problem(2, (57, 9, 228))  # 57 increased by 9 times a number is 228: 19

@@ -21,6 +21,10 @@ check's reached number moves with the proposed answer (k times as fast in family
 problem-solving one's reached number is its own answer. The last line asks what a retry that wrote
 that number would have done: how often it is right after a true first catch, and how often it keeps
 the right answer after a false one (a slipped check points elsewhere).
+
+The evaluation's fix and repeat rates count every retry after a true catch, later rounds too. The
+task has two routes, so once the attempts before a retry have taken both, the retry can only rerun
+one of them; the route table splits those retries by the routes already taken and the retry's own.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sv_jax.tasks import arithmetic, builtin  # noqa: E402
-from sv_jax.trajectory import parse  # noqa: E402
+from sv_jax.trajectory import SOLVE, parse  # noqa: E402
 
 COMPARISON = re.compile(r"(-?\d+) - (-?\d+) = (-?\d+) \. " + re.escape(arithmetic.VERDICT_WRONG))
 
@@ -186,6 +190,40 @@ def describe_checks(counts: Counter) -> str:
     return "\n".join(rows)
 
 
+def by_routes_tried(paths: list[Path]) -> Counter:
+    """Over every retry after a true catch, by (the routes the attempts before it took: one or both,
+    the retry's route: one of those or not): how many, how many right, how many repeat an answer
+    rejected earlier in the response (the evaluation's fix and repeat rates, split)."""
+    counts: Counter = Counter()
+    for record in records(paths):
+        problem = arithmetic.problem_of(record["id"])
+        routes = [arithmetic.solution_route(problem, action.text)
+                  for action in parse(record["response"], builtin.CUES) if action.kind == SOLVE]
+        attempts, rejected = record["attempts"], set()
+        for index, attempt in enumerate(attempts[:-1]):
+            if attempt["verdict"] is not False:
+                continue
+            rejected.add(attempt["answer"])
+            if attempt["correct"]:
+                continue
+            retry, tried = attempts[index + 1], set(routes[: index + 1])
+            key = "both" if len(tried) > 1 else "one", "tried" if routes[index + 1] in tried else "untried"
+            counts[(*key, "retries")] += 1
+            counts[(*key, "right")] += bool(retry["correct"])
+            counts[(*key, "repeats")] += retry["answer"] is not None and retry["answer"] in rejected
+    return counts
+
+
+def describe_routes(counts: Counter) -> str:
+    rows = ["  retries after a true catch, by the routes taken before (one / both) and the retry's: retries, right, "
+            "repeats"]
+    for before, retry in (("one", "tried"), ("one", "untried"), ("both", "tried")):
+        n, right, repeats_ = (counts[before, retry, figure] for figure in ("retries", "right", "repeats"))
+        rows.append(f"    {before:4s} {retry:7s} {n:4d}  {right:4d} ({right / max(n, 1):.0%})  "
+                    f"{repeats_:4d} ({repeats_ / max(n, 1):.0%})")
+    return "\n".join(rows)
+
+
 def describe(c: dict[str, int]) -> str:
     share = lambda part, whole: f"{c[part]} / {c[whole]} ({c[part] / max(c[whole], 1):.0%})"  # noqa: E731
     rejected = c["true_catches"] + c["false_rejections"]
@@ -208,6 +246,7 @@ def main() -> None:
     print(describe(tally(args.records)))
     print(describe_checks(by_check(args.records)))
     print(describe_pointed(by_pointed_answer(args.records)))
+    print(describe_routes(by_routes_tried(args.records)))
     if args.against:
         print(paired(args.records, args.against))
 
