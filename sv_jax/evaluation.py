@@ -11,7 +11,7 @@ wrong (`break_rate`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -59,25 +59,32 @@ def read_attempts(actions: Sequence[Action], cues: Cues, grade: Callable[[str], 
     return attempts
 
 
+def retries_after_catches(attempts: Sequence[Attempt]) -> Iterator[tuple[int, bool]]:
+    """Every retry after a true catch (a wrong attempt rejected): its index, and whether it writes an
+    answer rejected earlier in the response (rightly or not)."""
+    rejected = set()
+    for index, attempt in enumerate(attempts[:-1]):
+        if attempt.verdict is not False:
+            continue
+        rejected.add(attempt.answer)
+        if not attempt.correct:
+            retry = attempts[index + 1]
+            yield index + 1, retry.answer is not None and retry.answer in rejected
+
+
 def self_correction(responses: Sequence[Sequence[Attempt]]) -> dict[str, float | None]:
-    """fix_rate and repeat_rate over the retries that follow a true catch (a wrong attempt rejected):
-    right, or writing an answer rejected earlier in the response; break_rate over false rejections (a
-    right attempt rejected): the response ends wrong. None with nothing to count."""
+    """fix_rate and repeat_rate over the retries that follow a true catch: right, or writing an answer
+    rejected earlier in the response; break_rate over false rejections (a right attempt rejected): the
+    response ends wrong. None with nothing to count."""
     retries = fixed = repeated = false_rejections = broken = 0
     for attempts in responses:
-        rejected = set()
-        for i, attempt in enumerate(attempts):
-            if attempt.verdict is not False:
-                continue
-            rejected.add(attempt.answer)
-            if attempt.correct:
-                false_rejections += 1
-                broken += not attempts[-1].correct
-            elif i + 1 < len(attempts):
-                retry = attempts[i + 1]
-                retries += 1
-                fixed += retry.correct
-                repeated += retry.answer is not None and retry.answer in rejected
+        for index, repeats in retries_after_catches(attempts):
+            retries += 1
+            fixed += attempts[index].correct
+            repeated += repeats
+        rejected_right = sum(a.verdict is False and a.correct for a in attempts)
+        false_rejections += rejected_right
+        broken += rejected_right * (not attempts[-1].correct)
     return {"fix_rate": _ratio(fixed, retries), "repeat_rate": _ratio(repeated, retries),
             "break_rate": _ratio(broken, false_rejections)}
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from sv_jax import evaluation  # noqa: E402
 from sv_jax.tasks import arithmetic, builtin  # noqa: E402
 from sv_jax.trajectory import SOLVE, parse  # noqa: E402
 
@@ -199,18 +200,15 @@ def by_routes_tried(paths: list[Path]) -> Counter:
         problem = arithmetic.problem_of(record["id"])
         routes = [arithmetic.solution_route(problem, action.text)
                   for action in parse(record["response"], builtin.CUES) if action.kind == SOLVE]
-        attempts, rejected = record["attempts"], set()
-        for index, attempt in enumerate(attempts[:-1]):
-            if attempt["verdict"] is not False:
-                continue
-            rejected.add(attempt["answer"])
-            if attempt["correct"]:
-                continue
-            retry, tried = attempts[index + 1], set(routes[: index + 1])
-            key = "both" if len(tried) > 1 else "one", "tried" if routes[index + 1] in tried else "untried"
+        # records keep no `verified`, which the retries do not read
+        attempts = [evaluation.Attempt(a["correct"], a["verdict"], a["verdict"] is not None, a["answer"])
+                    for a in record["attempts"]]
+        for index, repeated in evaluation.retries_after_catches(attempts):
+            tried = set(routes[:index])
+            key = "both" if len(tried) > 1 else "one", "tried" if routes[index] in tried else "untried"
             counts[(*key, "retries")] += 1
-            counts[(*key, "right")] += bool(retry["correct"])
-            counts[(*key, "repeats")] += retry["answer"] is not None and retry["answer"] in rejected
+            counts[(*key, "right")] += bool(attempts[index].correct)
+            counts[(*key, "repeats")] += repeated
     return counts
 
 
