@@ -35,6 +35,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # right 29 % of the time (the direct one 76 %), after it 63 % (69 %), and process RL's wrong →
     # right went from 3.4 to 6.7 % (experiments/RESULTS.md).
     config.base.parts_route_share = 0.5
+    # Solutions by the third route (`over`: subtractions from the minuend rounded up to a ten,
+    # products from one bag more, family 4's new pens received first; checked by `direct`), so that
+    # a third attempt after two caught ones still has a route untried. 0: two routes.
+    config.base.over_route_share = 0.0
     # Arithmetic drills: documents of bare single-step results, the facts solutions and checks use.
     config.base.drill_share = 0.25
     config.base.drill_facts = 8

@@ -55,7 +55,7 @@ RouteOf = Callable[["Attempt"], Hashable]  # the approach an attempt takes (the 
 def candidates(attempts: Sequence[Attempt], max_right: int = 2, route_of: RouteOf | None = None) -> list[Attempt]:
     """The attempts a trajectory may use, so the only ones worth verifying: one per distinct wrong
     answer (a trajectory never repeats a wrong answer), and up to `max_right` distinct right ones
-    (with `route_of`, the first of each route: retries after a rejection want another route)."""
+    (with `route_of`, the first of each route: retries after a rejection want a route not tried)."""
     wrong = {a.answer: a for a in attempts if not a.correct and a.answer is not None}
     distinct = route_of or (lambda attempt: attempt)
     right = {}
@@ -77,8 +77,9 @@ def build_trajectory(
 
     Only attempts with a verification in `verifications` (one that reached the right verdict) are
     used; wrong ones are distinct by answer, and with too few the trajectory has fewer rounds. With
-    `route_of`, the right attempt takes another route than the last wrong one where one did, so
-    that SFT shows a retry that reworks the question rather than rerunning the rejected computation.
+    `route_of`, the right attempt takes a route no wrong attempt took where one did, else another
+    route than the last wrong one's, so that SFT shows a retry that reworks the question rather than
+    rerunning a rejected computation.
     Wrong attempts carry mask 0 (the model is not taught to make them), everything else mask 1.
     """
     usable = [a for a in attempts if a in verifications]
@@ -89,7 +90,9 @@ def build_trajectory(
     order = rng.permutation(len(distinct_wrong))
     wrong = [distinct_wrong[i] for i in order[: max(rounds - 1, 0)]]
     if route_of is not None and wrong:
-        right = [a for a in right if route_of(a) != route_of(wrong[-1])] or right
+        tried = {route_of(a) for a in wrong}
+        right = ([a for a in right if route_of(a) not in tried]
+                 or [a for a in right if route_of(a) != route_of(wrong[-1])] or right)
     actions = []
     for attempt in wrong:
         actions.append(Action(SOLVE, attempt.text, correct=False, mask=0))

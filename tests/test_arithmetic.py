@@ -1,5 +1,6 @@
 """The built-in task: exact wording and answers, disjoint splits, slips, verdicts of both styles."""
 
+import itertools
 import operator
 
 import numpy as np
@@ -60,14 +61,27 @@ def test_solutions_grade_right_and_slips_grade_wrong_by_either_route(seed, famil
     assert task.solution_route(problem, " " + slipped) == route
 
 
-def test_the_two_routes_open_apart_and_share_at_most_one_step():
-    """A retry by the other route reworks the question: it opens with another operation, and shares
-    at most one (family 2's division of the same difference, say) with the first route."""
+def test_the_routes_open_apart_and_share_few_steps():
+    """A retry by another route reworks the question: it opens with another operation, and shares
+    at most one step with `direct` (family 2's division of the same difference, say), two with
+    `parts` (`over` ends on the same subtraction of the units where the rounding equals them)."""
     for problem in task.draw_problems("train", 500, seed=2):
-        direct, parts = (task.solution_steps(problem, route=route) for route in task.ROUTES)
-        assert direct[0] != parts[0]
-        assert len({s.text() for s in direct} & {s.text() for s in parts}) <= 1, problem
-    assert task.other_route("direct") == "parts" and task.other_route("parts") == "direct"
+        steps = {route: {s.text() for s in task.solution_steps(problem, route=route)} for route in task.ROUTES}
+        for first, second in itertools.combinations(task.ROUTES, 2):
+            assert task.solution_steps(problem, route=first)[0] != task.solution_steps(problem, route=second)[0]
+            assert len(steps[first] & steps[second]) <= (2 if {first, second} == {"parts", "over"} else 1), problem
+    assert [task.other_route(route) for route in task.ROUTES] == ["parts", "direct", "direct"]
+
+
+def test_the_over_route_rounds_up_and_takes_the_rounding_back():
+    assert task.solution_text(task.solution_steps(task.problem_of("f1-37-83"), route="over")) == (
+        "83 + 7 = 90 . 90 - 37 = 53 . 53 - 7 = 46 . The answer is 46 .")
+    assert task.solution_text(task.solution_steps(task.problem_of("f3-5-6-9"), route="over")) == (
+        "6 + 1 = 7 . 9 * 7 = 63 . 63 - 9 = 54 . 5 + 54 = 59 . The answer is 59 .")
+    assert task.solution_text(task.solution_steps(task.problem_of("f4-80-20-30-15"), route="over")) == (
+        "80 + 15 = 95 . 95 - 20 = 75 . 75 - 30 = 45 . The answer is 45 .")
+    for problem in task.draw_problems("train", 500, seed=4):
+        assert all(step.result > 0 for step in task.solution_steps(problem, route="over")), problem
 
 
 def test_the_parts_route_subtracts_only_numbers_it_has_written():

@@ -123,6 +123,28 @@ def test_with_routes_the_right_attempt_after_a_rejection_takes_the_other_route()
     assert finals == {by_parts.text, samples[1].text}  # without routes, either right attempt
 
 
+def by_route(route: str, slipped_with: int | None = None) -> Attempt:
+    """A right solution of PROBLEM by `route`, or one slipped with seed `slipped_with`."""
+    if slipped_with is None:
+        return Attempt(task.solution_text(task.solution_steps(PROBLEM, route=route)), str(PROBLEM.answer), True)
+    text, answer = task.slipped_solution(PROBLEM, np.random.default_rng(slipped_with), route)
+    return Attempt(text, str(answer), False)
+
+
+def test_with_routes_the_right_attempt_takes_a_route_no_wrong_attempt_took():
+    right = [by_route(route) for route in task.ROUTES]
+    wrong = [by_route("direct", 0), by_route("parts", 1)]
+    samples = wrong + right
+    assert candidates(samples, 3, route_of) == samples and candidates(samples, route_of=route_of) == samples[:4]
+    verifications = {a: task.verification(PROBLEM, int(a.answer), "problem_solving", route_of(a)) for a in samples}
+    finals = {build_trajectory(samples, 3, verifications, np.random.default_rng(seed), route_of)[4].text
+              for seed in range(20)}
+    assert finals == {right[2].text}  # by `over`, whichever wrong attempt came last
+    finals = {build_trajectory(wrong + right[:2], 3, verifications, np.random.default_rng(seed), route_of)[4].text
+              for seed in range(20)}
+    assert finals == {right[0].text, right[1].text}  # none untried: another route than the last wrong one's
+
+
 def test_a_false_rejection_can_be_followed_by_a_retry_by_another_route():
     samples = attempts(1, 0)
     actions = build_trajectory(samples, 1, verify(samples), np.random.default_rng(0))

@@ -149,6 +149,7 @@ def test_retries_split_by_the_routes_taken_before_count_as_the_evaluation_does(t
     problem = arithmetic.make_problem(1, (36, 123))  # a number increased by 36 is 123: 87
     direct = lambda answer: f"123 - 36 = {answer} . The answer is {answer} ."  # noqa: E731
     parts = lambda answer: f"36 - 6 = 30 . 123 - 30 = 93 . 93 - 6 = {answer} . The answer is {answer} ."  # noqa: E731
+    over = lambda answer: f"123 + 7 = 130 . 130 - 36 = 94 . 94 - 7 = {answer} . The answer is {answer} ."  # noqa: E731
 
     def record(*attempts):
         """Attempts (route, answer, verdict), each followed by a check with that verdict."""
@@ -166,12 +167,14 @@ def test_retries_split_by_the_routes_taken_before_count_as_the_evaluation_does(t
         # a false rejection counts no retry; after the catch that follows, both taken: right, and a
         # repeat of the falsely rejected answer, as the evaluation counts it
         record((direct, 87, False), (parts, 85, False), (direct, 87, True)),
+        record((direct, 77, False), (parts, 85, False), (over, 87, True)),  # two routes taken, the third: right
     ]) + "\n")
     counts = retries.by_routes_tried([path])
     assert [counts["one", "tried", figure] for figure in ("retries", "right", "repeats")] == [1, 0, 1]
-    assert [counts["one", "untried", figure] for figure in ("retries", "right", "repeats")] == [2, 1, 0]
-    assert [counts["both", "tried", figure] for figure in ("retries", "right", "repeats")] == [2, 1, 2]
-    assert "    one  untried    2     1 (50%)     0 (0%)" in retries.describe_routes(counts)
+    assert [counts["one", "untried", figure] for figure in ("retries", "right", "repeats")] == [3, 1, 0]
+    assert [counts["several", "tried", figure] for figure in ("retries", "right", "repeats")] == [2, 1, 2]
+    assert [counts["several", "untried", figure] for figure in ("retries", "right", "repeats")] == [1, 1, 0]
+    assert "    one     untried    3     1 (33%)     0 (0%)" in retries.describe_routes(counts)
 
 
 def test_retries_read_the_answer_a_rejecting_check_points_at(tmp_path, retries):

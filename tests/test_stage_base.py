@@ -3,9 +3,11 @@
 import json
 
 import numpy as np
+import pytest
 import transformers
 
 from configs import base as base_config
+from sv_jax.errors import UserError
 from sv_jax.models import load_hf
 from sv_jax.stages import base
 from sv_jax.tasks import builtin
@@ -90,20 +92,32 @@ def test_questions_carry_no_loss_and_long_batches_hold_as_many_tokens(tmp_path):
     assert learned.sum() > 0 and not learned.all()
 
 
-def test_the_corpus_solves_and_checks_by_the_parts_route_at_its_share():
+def test_the_corpus_solves_and_checks_by_each_route_at_its_share():
     from sv_jax.tasks import arithmetic as task
 
-    def documents(parts_share: float) -> list[tuple[task.Problem, str, str]]:
+    def documents(route_shares: tuple[float, float]) -> list[tuple[task.Problem, str, str]]:
         rng = np.random.default_rng(0)
-        problems = [task.draw_problem("train", rng) for _ in range(400)]
-        return [(p, *builtin.pretraining_document(p, rng, 0.3, 0.5, 0.0, parts_share)) for p in problems]
+        problems = [task.draw_problem("train", rng) for _ in range(600)]
+        return [(p, *builtin.pretraining_document(p, rng, 0.3, 0.5, 0.0, route_shares)) for p in problems]
 
-    for share in (0.0, 0.5, 1.0):
-        solved = [task.solution_route(p, text) for p, context, text in documents(share) if "Check:" not in context]
+    for parts, over in ((0.0, 0.0), (0.5, 0.0), (1.0, 0.0), (1 / 3, 1 / 3), (0.0, 1.0)):
+        written = documents((parts, over))
+        solved = [task.solution_route(p, text) for p, context, text in written if "Check:" not in context]
+        # a check of a parts or over attempt solves by the direct route, of a direct one by parts
         checks = [task.verification_steps(p, p.answer, "problem_solving", "parts")[0][0].text() in text
-                  for p, context, text in documents(share) if "Check:" in context]
-        assert abs(np.mean([route == "parts" for route in solved]) - share) < 0.1
-        assert abs(np.mean(checks) - share) < 0.1  # a check of a parts attempt opens the direct route
+                  for p, context, text in written if "Check:" in context]
+        for route, share in (("parts", parts), ("over", over), ("direct", 1 - parts - over)):
+            assert abs(np.mean([r == route for r in solved]) - share) < 0.1, (route, share)
+        assert abs(np.mean(checks) - (parts + over)) < 0.1
+
+
+def test_route_shares_outside_their_range_name_both_config_keys():
+    config = base_config.get_config()
+    config.base.parts_route_share, config.base.over_route_share = 0.6, 0.5
+    with pytest.raises(UserError, match="'base.parts_route_share' .*'base.over_route_share'"):
+        base.check(config)
+    assert builtin.learned_routes((0.5, 0.0)) == ("direct", "parts")
+    assert builtin.learned_routes((0.0, 0.3)) == ("direct", "over")
 
 
 def test_drills_at_a_lower_shape_power_hold_rare_steps_more_often_and_only_true_facts():
@@ -113,7 +127,8 @@ def test_drills_at_a_lower_shape_power_hold_rare_steps_more_often_and_only_true_
     def two_plus_three_share(shape_power: float) -> float:
         rng = np.random.default_rng(0)
         steps = [re.fullmatch(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)", fact.strip()).groups()
-                 for _ in range(1500) for fact in builtin.arithmetic_drill(rng, 8, 0.75, 0.5, shape_power).split(" .")
+                 for _ in range(1500)
+                 for fact in builtin.arithmetic_drill(rng, 8, 0.75, (0.5, 0.0), shape_power).split(" .")
                  if fact.strip()]
         assert len(steps) == 1500 * 8
         assert all(task.evaluate(int(left), op, int(right)) == int(result) for left, op, right, result in steps)
@@ -169,7 +184,8 @@ class _RouteSampler:
 def test_routes_are_measured_from_each_routes_first_step_and_by_the_first_attempt():
     from sv_jax.tasks import arithmetic as task
     problems = task.draw_problems("test", 40, seed=0)
-    figures = base.measure_routes(_RouteSampler(problems), _BytesTokenizer(), problems)
+    figures = base.measure_routes(_RouteSampler(problems), _BytesTokenizer(), problems, ("direct", "parts"))
+    assert set(figures) == {"direct", "parts"}  # the routes asked for (π₀'s), not the task's three
     two, three = (sum(p.family == f for p in problems) for f in (2, 3))
     assert np.isclose(figures["direct"]["all"], 1 - (two + three) / 40)
     assert np.isclose(figures["parts"]["all"], two / 40)

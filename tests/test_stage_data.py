@@ -90,8 +90,9 @@ def test_an_unknown_retry_route_is_one_clear_line(tmp_path):
         data.run(config)
 
 
-def test_with_reference_routes_a_caught_error_is_retried_by_the_other_route():
-    source = data.BuiltinSource(6, seed=0)
+@pytest.mark.parametrize("routes", [("direct", "parts"), task.ROUTES])
+def test_with_reference_routes_a_caught_error_is_retried_by_another_route_pi0_learned(routes):
+    source = data.BuiltinSource(6, seed=0, routes=routes)
     rng = np.random.default_rng(0)
     samples = [[task.solution_text(task.solution_steps(p))] + [task.slipped_solution(p, rng)[0] for _ in range(3)]
                for p in source.problems]  # 1 of 4 right, all by the direct route: two rounds
@@ -102,4 +103,5 @@ def test_with_reference_routes_a_caught_error_is_retried_by_the_other_route():
     for problem, record in zip(source.problems, records):
         solves = [a["text"] for a in record["actions"] if a["kind"] == SOLVE]
         assert len(solves) == 2 and task.grade(problem, solves[-1])
-        assert [task.solution_route(problem, text) for text in solves] == ["direct", "parts"]
+        assert task.solution_route(problem, solves[0]) == "direct"
+        assert task.solution_route(problem, solves[1]) in routes[1:]

@@ -23,8 +23,9 @@ that number would have done: how often it is right after a true first catch, and
 the right answer after a false one (a slipped check points elsewhere).
 
 The evaluation's fix and repeat rates count every retry after a true catch, later rounds too. The
-task has two routes, so once the attempts before a retry have taken both, the retry can only rerun
-one of them; the route table splits those retries by the routes already taken and the retry's own.
+task has three routes (a π₀ may learn two), so once the attempts before a retry have taken every
+one, the retry can only rerun one of them; the route table splits those retries by the routes
+already taken (one, or several) and the retry's own (one of those, or not).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def describe_checks(counts: Counter) -> str:
 
 
 def by_routes_tried(paths: list[Path]) -> Counter:
-    """Over every retry after a true catch, by (the routes the attempts before it took: one or both,
+    """Over every retry after a true catch, by (the routes the attempts before it took: one or several,
     the retry's route: one of those or not): how many, how many right, how many repeat an answer
     rejected earlier in the response (the evaluation's fix and repeat rates, split)."""
     counts: Counter = Counter()
@@ -205,7 +206,7 @@ def by_routes_tried(paths: list[Path]) -> Counter:
                     for a in record["attempts"]]
         for index, repeated in evaluation.retries_after_catches(attempts):
             tried = set(routes[:index])
-            key = "both" if len(tried) > 1 else "one", "tried" if routes[index] in tried else "untried"
+            key = "several" if len(tried) > 1 else "one", "tried" if routes[index] in tried else "untried"
             counts[(*key, "retries")] += 1
             counts[(*key, "right")] += bool(attempts[index].correct)
             counts[(*key, "repeats")] += repeated
@@ -213,11 +214,11 @@ def by_routes_tried(paths: list[Path]) -> Counter:
 
 
 def describe_routes(counts: Counter) -> str:
-    rows = ["  retries after a true catch, by the routes taken before (one / both) and the retry's: retries, right, "
-            "repeats"]
-    for before, retry in (("one", "tried"), ("one", "untried"), ("both", "tried")):
+    rows = ["  retries after a true catch, by the routes taken before (one / several) and the retry's: retries, "
+            "right, repeats"]
+    for before, retry in (("one", "tried"), ("one", "untried"), ("several", "tried"), ("several", "untried")):
         n, right, repeats_ = (counts[before, retry, figure] for figure in ("retries", "right", "repeats"))
-        rows.append(f"    {before:4s} {retry:7s} {n:4d}  {right:4d} ({right / max(n, 1):.0%})  "
+        rows.append(f"    {before:7s} {retry:7s} {n:4d}  {right:4d} ({right / max(n, 1):.0%})  "
                     f"{repeats_:4d} ({repeats_ / max(n, 1):.0%})")
     return "\n".join(rows)
 

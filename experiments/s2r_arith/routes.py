@@ -1,8 +1,9 @@
 """Each policy's greedy accuracy by solution route: the built-in task's test questions answered once
 from each route's first step, so that a route the policy seldom picks is measured on every question.
 
-A retry by the other route can fix a wrong attempt only where that route is right; π₀'s own figures
-are in `workdir/base/eval.json` (`accuracy_by_route`). Any HF folder of the task's policies:
+A retry by another route can fix a wrong attempt only where that route is right; π₀'s own figures
+are in `workdir/base/eval.json` (`accuracy_by_route`, the routes it learned). Any HF folder of the
+task's policies (`--routes direct,parts` for one whose π₀ learned two):
 
     python experiments/s2r_arith/routes.py runs/s2r_arith/seed_0/{base,sft,rl}/model
 """
@@ -28,14 +29,19 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path, help="HF model folders")
     parser.add_argument("--questions", type=int, default=500, help="test questions (default: 500)")
     parser.add_argument("--seed", type=int, default=0, help="of the test draw (default: 0)")
+    parser.add_argument("--routes", default=",".join(arithmetic.ROUTES),
+                        help=f"comma-separated (default: {','.join(arithmetic.ROUTES)})")
     args = parser.parse_args()
+    routes = tuple(args.routes.split(","))
+    if not set(routes) <= set(arithmetic.ROUTES):
+        parser.error(f"--routes {args.routes}: known routes are {', '.join(arithmetic.ROUTES)}")
     problems = arithmetic.draw_problems("test", args.questions, args.seed)
     families = [str(f) for f in arithmetic.FAMILIES]
-    print("| model | route | all | " + " | ".join(f"family {f}" for f in families) + " | where the other is wrong |")
+    print("| model | route | all | " + " | ".join(f"family {f}" for f in families) + " | where the others are wrong |")
     print("|---|---|---|" + "---|" * len(families) + "---|")
     for folder in args.models:
         model = load_hf(folder, mesh=mesh_of(default.get_config()))
-        figures = measure_routes(Sampler(model.config, model.params), model.tokenizer, problems)
+        figures = measure_routes(Sampler(model.config, model.params), model.tokenizer, problems, routes)
         for route, by in figures.items():
             cells = [by["all"], *(by.get(f, float("nan")) for f in families), by["where_others_wrong"]]
             print(f"| {folder} | {route} | " + " | ".join(f"{cell:.3f}" for cell in cells) + " |")

@@ -16,7 +16,7 @@ import numpy as np
 from etils import epath
 
 from sv_jax.distributed import gather_by_index, map_shares, on_process_zero, to_global
-from sv_jax.errors import require_steps
+from sv_jax.errors import UserError, require_steps
 from sv_jax.io import written_locally
 from sv_jax.models import ModelConfig, init_params, load_tokenizer, param_shardings, save_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
@@ -33,6 +33,16 @@ from sv_jax.trajectory import verdict
 def check(config: ml_collections.ConfigDict) -> None:
     """Raises UserError for a bad `base` setting; later stages call it before running this one."""
     require_steps(config.base, "base", "steps")
+    route_shares(config.base)
+
+
+def route_shares(settings: ml_collections.ConfigDict) -> tuple[float, float]:
+    """The shares of π₀'s solutions by the `parts` and `over` routes (the rest are `direct`)."""
+    shares = (settings.parts_route_share, settings.over_route_share)
+    if min(shares) < 0 or sum(shares) > 1:
+        raise UserError(f"config keys 'base.parts_route_share' ({shares[0]}) and 'base.over_route_share' "
+                        f"({shares[1]}) must be at least 0 and sum to at most 1")
+    return shares
 
 
 def run(config: ml_collections.ConfigDict) -> None:
@@ -98,12 +108,13 @@ def run(config: ml_collections.ConfigDict) -> None:
     sampler.params = state.params
     test_problems = task.draw_problems("test", settings.eval_questions, config.seed)
     figures = measure_initial_policy(sampler, tokenizer, test_problems, config.seed)
-    figures["accuracy_by_route"] = measure_routes(sampler, tokenizer, test_problems)
+    routes = builtin.learned_routes(route_shares(settings))
+    figures["accuracy_by_route"] = measure_routes(sampler, tokenizer, test_problems, routes)
     on_process_zero(lambda: (directory / "eval.json").write_text(json.dumps(figures, indent=2) + "\n"), "base eval")
     print(f"base: π₀ on {figures['n']} test questions: greedy accuracy {figures['accuracy']:.1%}, "
           f"checking exercises judged right {figures['check_accuracy']:.1%}, "
           f"verifies unprompted {figures['unprompted_verification']:.1%}; from each route's first step: "
-          + ", ".join(f"{route} {figures['accuracy_by_route'][route]['all']:.1%}" for route in task.ROUTES))
+          + ", ".join(f"{route} {figures['accuracy_by_route'][route]['all']:.1%}" for route in routes))
 
 
 def _cool_down(state, layout, model_config: ModelConfig, schedule, stopped_at: int, batch_for_step,
@@ -176,10 +187,10 @@ def packed_batch(tokenizer, rng: np.random.Generator, settings: ml_collections.C
 def _document(rng: np.random.Generator, settings: ml_collections.ConfigDict) -> tuple[str, str]:
     if rng.random() < settings.drill_share:
         return "", builtin.arithmetic_drill(rng, settings.drill_facts, settings.confirmative_share,
-                                            settings.parts_route_share, settings.drill_shape_power)
+                                            route_shares(settings), settings.drill_shape_power)
     problem = task.draw_problem("train", rng)
     return builtin.pretraining_document(problem, rng, settings.slip_rate, settings.check_share,
-                                        settings.confirmative_share, settings.parts_route_share)
+                                        settings.confirmative_share, route_shares(settings))
 
 
 def measure_initial_policy(sampler: Sampler, tokenizer, problems: list[task.Problem], seed: int) -> dict:
@@ -214,22 +225,23 @@ def measure_initial_policy(sampler: Sampler, tokenizer, problems: list[task.Prob
     }
 
 
-def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem]) -> dict:
-    """Greedy accuracy by each solution route, overall and by family: every question is answered
+def measure_routes(sampler: Sampler, tokenizer, problems: list[task.Problem],
+                   routes: tuple[str, ...] = task.ROUTES) -> dict:
+    """Greedy accuracy by each of `routes`, overall and by family: every question is answered
     once per route from that route's first operation (` 52 - 2 =`), so that a route the policy
-    seldom picks is measured on every question. A retry by the other route can fix an attempt
+    seldom picks is measured on every question. A retry by another route can fix an attempt
     only where that route is right: `where_others_wrong` is a route's accuracy on the questions
-    every other route gets wrong."""
-    openings = [(p, route, task.solution_steps(p, route=route)[0]) for route in task.ROUTES for p in problems]
+    every other of `routes` gets wrong."""
+    openings = [(p, route, task.solution_steps(p, route=route)[0]) for route in routes for p in problems]
     prompts = [builtin.prompt(p) + f" {step.left} {step.op} {step.right} =" for p, _, step in openings]
     completions = _greedy(sampler, tokenizer, prompts, "route prompts")
     # a policy past π₀ may go on to check and retry: the first attempt is graded
     right = np.array([task.grade(p, (prompt + completion).split(builtin.CUES.verify)[0])
                       for (p, _, _), prompt, completion in zip(openings, prompts, completions)])
-    by_route = right.reshape(len(task.ROUTES), len(problems))  # openings run route by route
+    by_route = right.reshape(len(routes), len(problems))  # openings run route by route
     families = np.array([p.family for p in problems])
     figures = {}
-    for i, route in enumerate(task.ROUTES):
+    for i, route in enumerate(routes):
         # where every other route is wrong: the most a retry by this route can fix
         rescued = by_route[i][~np.delete(by_route, i, axis=0).any(axis=0)]
         figures[route] = {"all": float(np.mean(by_route[i])),

@@ -26,6 +26,7 @@ from sv_jax.io import write_jsonl
 from sv_jax.models import LoadedModel, load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.sharding import gathers_sampling_weights, mesh_of
+from sv_jax.stages.base import route_shares
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin, fill, response_format
 from sv_jax.tasks.grading import grade_rows
@@ -41,6 +42,7 @@ class Source(Protocol):
 
     questions: list[Question]
     cues: Cues
+    right_per_question: int  # distinct right attempts (with routes: routes) a question's candidates keep
 
     def prompt(self, question: Question) -> str: ...
 
@@ -82,7 +84,8 @@ def run(config: ml_collections.ConfigDict) -> None:
     questions = read_questions(settings.questions, settings.split) if settings.questions else None  # fail early
     policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype, mesh_of(config))
     source: Source = (QuestionsSource(config, questions, policy) if questions is not None
-                      else BuiltinSource(settings.num_questions, config.seed))
+                      else BuiltinSource(settings.num_questions, config.seed,
+                                         builtin.learned_routes(route_shares(config.base))))
     tokenizer = policy.tokenizer
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                         stop_sequences=stop_sequences_for(tokenizer, (source.cues.verify, source.cues.retry)),
@@ -134,11 +137,12 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
             pool += source.references(index)
         pools.append(pool)
         requests += [(index, a, choose_style(settings.verification, rng, settings.confirmative_share), a.correct)
-                     for a in candidates(pool, route_of=route_of(index))]
+                     for a in candidates(pool, source.right_per_question, route_of(index))]
     for index, (pool, (_, level)) in enumerate(zip(pools, levels)):
         if settings.rounds[level - 1] == 1 and rejections_rng.random() < settings.false_rejections:
             requests += [(index, a, choose_style(settings.verification, rejections_rng, settings.confirmative_share),
-                          False) for a in candidates(pool, route_of=route_of(index)) if a.correct]
+                          False) for a in candidates(pool, source.right_per_question, route_of(index))
+                         if a.correct]
     verified = source.verify(requests)
     kept: list[dict[Attempt, str]] = [{} for _ in pools]
     rejecting: list[dict[str, str]] = [{} for _ in pools]  # attempt text → a check that wrongly rejects it
@@ -208,8 +212,10 @@ class BuiltinSource:
 
     cues = builtin.CUES
 
-    def __init__(self, count: int, seed: int):
+    def __init__(self, count: int, seed: int, routes: tuple[str, ...] = task.ROUTES):
         self.problems = task.draw_problems("train", count, seed)
+        self.routes = routes  # those π₀ learned: `data.reference_routes` writes solutions by these
+        self.right_per_question = max(2, len(routes))
         self.slips = np.random.default_rng([seed, 2])
         self.questions = [
             Question(p.id, p.question, str(p.answer), " " + task.solution_text(task.solution_steps(p)))
@@ -242,13 +248,15 @@ class BuiltinSource:
     def references(self, question: int) -> list[Attempt]:
         problem = self.problems[question]
         return [Attempt(" " + task.solution_text(task.solution_steps(problem, route=route)), str(problem.answer), True)
-                for route in task.ROUTES]
+                for route in self.routes]
 
 
 class QuestionsSource:
     """A questions file: math-verify grades; a verifier model writes verifications in the asked
     style, up to `tries` samples each, and the first with the verdict wanted (the grader's, or against it for
     a false rejection) is kept."""
+
+    right_per_question = 2
 
     def __init__(self, config: ml_collections.ConfigDict, questions: list[Question], policy: LoadedModel):
         settings = config.data

@@ -1,7 +1,7 @@
 """The built-in task: five families of arithmetic word problems with integer answers.
 
 Everything the recipe needs from a task is written here exactly, from the numbers a question was
-drawn with: the question, step-by-step reference solutions by two routes (optionally with a *slip*,
+drawn with: the question, step-by-step reference solutions by three routes (optionally with a *slip*,
 a wrong intermediate result carried to a wrong answer), verifications of any proposed answer in both styles,
 and an exact grader.
 
@@ -180,51 +180,80 @@ class _Worksheet:
         right answers failed most (56 of 138 failures)."""
         return self(self(x, "*", self(y, "-", 1)), "+", x)
 
+    def subtract_by_rounding(self, value: int, subtrahend: int) -> int:
+        """`value - subtrahend` with `value` first rounded up to the next ten (`83 + 7 = 90 .`), the
+        subtraction from that round number, and the rounding taken back: every result stays positive,
+        where rounding the subtrahend up instead would pass below zero for small differences."""
+        rounding = 10 - value % 10
+        return self(self(self(value, "+", rounding), "-", subtrahend), "-", rounding)
 
-# Every family is solved by two routes: `direct` (the operations as the question states them) and
+    def product_from_one_more(self, x: int, y: int) -> int:
+        """x * y as `y + 1`, `x * (y+1)`, then `- x`: the parts route's product from the other side."""
+        return self(self(x, "*", self(y, "+", 1)), "-", x)
+
+
+# Every family is solved by three routes: `direct` (the operations as the question states them),
 # `parts` (subtractions split into tens and units, products built from one factor less, family 4's
-# takings summed first). A problem-solving check solves by the route its attempt did not take.
-ROUTES = ("direct", "parts")
+# takings summed first) and `over` (each number first made larger, then brought back: subtractions
+# from the minuend rounded up to a ten, products from one factor more, family 4's new pens received
+# first). With two routes a third attempt after two caught ones had none left untried, and retries
+# by a tried route repeated the rejected answer 44-62 % of the time (experiments/RESULTS.md).
+ROUTES = ("direct", "parts", "over")
 
 
 def other_route(route: str) -> str:
-    return ROUTES[1 - ROUTES.index(route)]
+    """The route a problem-solving check of an attempt by `route` solves by: `parts` checks
+    `direct`, and `direct` (π₀'s surest) checks every other route."""
+    return "parts" if route == "direct" else "direct"
+
+
+def _subtract(sheet: _Worksheet, route: str, value: int, subtrahend: int) -> int:
+    if route == "direct":
+        return sheet(value, "-", subtrahend)
+    if route == "parts":
+        return sheet.subtract_in_parts(value, subtrahend)
+    return sheet.subtract_by_rounding(value, subtrahend)
 
 
 def _solve(problem: Problem, route: str, sheet: _Worksheet) -> int:
     """Writes `problem`'s solution by `route` on `sheet`; returns the answer it reaches."""
     if route not in ROUTES:
         raise ValueError(f"unknown solution route {route!r}; known: {', '.join(ROUTES)}")
-    direct, n = route == "direct", problem.numbers
+    n = problem.numbers
     if problem.family == 1:
         b, c = n
-        return sheet(c, "-", b) if direct else sheet.subtract_in_parts(c, b)
+        return _subtract(sheet, route, c, b)
     if problem.family == 2:
         a, k, c = n
-        return sheet(sheet(c, "-", a) if direct else sheet.subtract_in_parts(c, a), "/", k)
+        return sheet(_subtract(sheet, route, c, a), "/", k)
     if problem.family == 3:
         a = n[0]
-        if direct:
-            return sheet(a, "+", _product(problem, route, sheet))
-        return sheet(_product(problem, route, sheet), "+", a)
+        if route == "parts":
+            return sheet(_product(problem, route, sheet), "+", a)
+        return sheet(a, "+", _product(problem, route, sheet))
     if problem.family == 4:
         a, b, c, d = n
-        if direct:
+        if route == "direct":
             return sheet(sheet(sheet(a, "-", b), "-", c), "+", d)
+        if route == "over":
+            return sheet(sheet(sheet(a, "+", d), "-", b), "-", c)
         taken = sheet(b, "+", c)
         return sheet(sheet(a, "+", d), "-", taken)
-    product, c = _product(problem, route, sheet), n[2]
-    return sheet(product, "-", c) if direct else sheet.subtract_in_parts(product, c)
+    return _subtract(sheet, route, _product(problem, route, sheet), n[2])
 
 
 def _product(problem: Problem, route: str, sheet: _Worksheet) -> int:
     """Families 3 and 5's product, of so much a bag (a week) by how many: as the question states it
-    (`direct`) or built from one bag (week) less (`parts`)."""
+    (`direct`), built from one bag (week) less (`parts`) or from one more (`over`)."""
     if problem.family == 3:
         _, count, each = problem.numbers
-        return sheet(count, "*", each) if route == "direct" else sheet.product_by_parts(each, count)
-    each, count, _ = problem.numbers
-    return sheet(each, "*", count) if route == "direct" else sheet.product_by_parts(each, count)
+    else:
+        each, count, _ = problem.numbers
+    if route == "direct":
+        return sheet(count, "*", each) if problem.family == 3 else sheet(each, "*", count)
+    if route == "parts":
+        return sheet.product_by_parts(each, count)
+    return sheet.product_from_one_more(each, count)
 
 
 def solution_steps(problem: Problem, slip_at: int | None = None, slip: int = 0, route: str = "direct") -> list[Step]:
@@ -241,10 +270,13 @@ def solution_text(steps: list[Step]) -> str:
 
 def solution_route(problem: Problem, text: str) -> str:
     """The route a written solution takes: the one whose first operation it opens with (`direct`
-    when it opens with neither, a garbled start)."""
+    when it opens with no other route's, a garbled start)."""
     opening = text.strip().split(" = ")[0]
-    step = solution_steps(problem, route="parts")[0]
-    return "parts" if opening == f"{step.left} {step.op} {step.right}" else "direct"
+    for route in ROUTES[1:]:
+        step = solution_steps(problem, route=route)[0]
+        if opening == f"{step.left} {step.op} {step.right}":
+            return route
+    return "direct"
 
 
 def slipped_solution(problem: Problem, rng: np.random.Generator, route: str = "direct") -> tuple[str, int]:
@@ -364,7 +396,7 @@ def verification_steps(problem: Problem, proposed: int, style: str,
                        attempt_route: str = "direct") -> tuple[list[Step], int, int]:
     """The check's steps and the two numbers it compares. Where it computes what the attempt
     computed (the whole solution for a problem-solving check, the question's product for a
-    confirmative one), it takes the route the attempt did not."""
+    confirmative one), it takes another route than the attempt (`other_route`)."""
     route = other_route(attempt_route)
     if style == "problem_solving":
         steps = solution_steps(problem, route=route)
