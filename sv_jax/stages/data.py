@@ -26,7 +26,7 @@ from sv_jax.io import write_jsonl
 from sv_jax.models import LoadedModel, load_hf
 from sv_jax.sampling import Sampler, SamplingSpec, stop_sequences_for
 from sv_jax.sharding import gathers_sampling_weights, mesh_of
-from sv_jax.stages.base import route_shares
+from sv_jax.stages import base
 from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin, fill, response_format
 from sv_jax.tasks.grading import grade_rows
@@ -67,8 +67,6 @@ def policy_folder(config: ml_collections.ConfigDict) -> epath.Path:
         return epath.Path(config.model.path)
     folder = epath.Path(config.workdir) / "base" / "model"
     if not (folder / "config.json").exists():
-        from sv_jax.stages import base
-
         print("data: no initial policy in the workdir; running stage base first")
         base.run(config)
     return folder
@@ -85,7 +83,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     policy = load_hf(policy_folder(config), config.model.dtype, config.model.param_dtype, mesh_of(config))
     source: Source = (QuestionsSource(config, questions, policy) if questions is not None
                       else BuiltinSource(settings.num_questions, config.seed,
-                                         builtin.learned_routes(route_shares(config.base))))
+                                         builtin.learned_routes(base.route_shares(config.base))))
     tokenizer = policy.tokenizer
     spec = SamplingSpec(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                         stop_sequences=stop_sequences_for(tokenizer, (source.cues.verify, source.cues.retry)),
