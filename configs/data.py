@@ -45,6 +45,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # samples, so a retry by another route exists where π₀ took one route only (a questions file
     # has no routes: nothing joins).
     config.data.reference_routes = False
+    # The right retry after a confirmative check's rejection is read off the check (built-in task
+    # only): the rejected answer less the difference the check ends on (`46 - 7 = 39 .`), where the
+    # attempt's error shows; after a problem-solving check the retry still solves by another route.
+    # False rejections are then shown by problem-solving checks only: a correction read off a
+    # confirmative one would teach a wrong answer.
+    config.data.correct_from_check = False
     config.data.use_reference = True  # a question with no right sample ends on its reference solution
     config.data.tfds = True  # also write the trajectories as a TFDS dataset (workdir/data/tfds)
 

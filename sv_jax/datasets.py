@@ -25,6 +25,7 @@ FEATURES = {
     "trajectories": {
         "index": np.int64, "id": _TEXT, "question": _TEXT, "answer": _TEXT, "difficulty": np.int32,
         "accuracy": _TEXT, "text": _TEXT,  # as text: TFDS stores floats as float32
+        "solution": _TEXT,  # the right attempt standing alone (files written before it: the last attempt)
         "actions": tfds.features.Sequence({"kind": _TEXT, "text": _TEXT, "correct": np.bool_, "mask": np.int32}),
     },
     "responses": {"index": np.int64, "id": _TEXT, "completion": _TEXT},
@@ -69,8 +70,9 @@ class S2rTrajectories(_LocalJsonl):
 
     def _records(self, path: str) -> list[dict]:
         return [{**record, "accuracy": repr(float(record["accuracy"])),
+                 "solution": record.get("solution", record["actions"][-2]["text"]),
                  "actions": [{k: a[k] for k in ("kind", "text", "correct", "mask")} for a in record["actions"]]}
-                for record in read_jsonl(path, required=tuple(FEATURES[self.KIND].keys() - {"index"}))]
+                for record in read_jsonl(path, required=tuple(FEATURES[self.KIND].keys() - {"index", "solution"}))]
 
 
 class S2rResponses(_LocalJsonl):

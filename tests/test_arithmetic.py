@@ -194,3 +194,21 @@ def test_a_checks_multiplications_use_only_written_numbers(seed, family, style, 
         if step.op == "*":
             assert {step.left, step.right} <= written, (problem.question, step.text())
         written.add(step.result)
+
+
+def test_a_correction_read_off_a_confirmative_rejection_is_right():
+    """Every family's confirmative check ends on the attempt's error (times k in family 2), so the
+    rejected answer less it is the right answer, whichever route slipped and by how much."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        family = int(rng.integers(1, 6))
+        problem = task.make_problem(family, task.draw_numbers(family, rng))
+        for route in task.ROUTES:
+            wrong = task.slipped_solution(problem, rng, route)[1]
+            check = task.verification(problem, wrong, "confirmative", route)
+            assert task.grade(problem, task.correction(problem, wrong, task.check_difference(check)))
+    one = task.make_problem(1, (37, 83))  # 46 is right
+    assert task.check_difference(task.verification(one, 53, "confirmative")) == 7
+    assert task.correction(one, 53, 7) == "53 - 7 = 46 . The answer is 46 ."
+    two = task.make_problem(2, (30, 2, 108))  # 39 is right: 2 * 32 = 64, 30 + 64 = 94, 94 - 108 = -14
+    assert task.correction(two, 32, -14) == "14 / 2 = 7 . 32 + 7 = 39 . The answer is 39 ."

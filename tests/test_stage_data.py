@@ -26,10 +26,11 @@ def test_fresh_workdir_runs_base_then_writes_trajectories(tmp_path):
     assert summary["trajectories"] == len(records) == 12  # the reference rescues questions with no right sample
     assert sum(summary["levels"].values()) == 12
     for record in records:
-        assert set(record) == {"id", "question", "answer", "difficulty", "accuracy", "actions", "text"}
+        assert set(record) == {"id", "question", "answer", "difficulty", "accuracy", "solution", "actions", "text"}
         problem = next(p for p in task.draw_problems("train", 12, config.seed) if p.id == record["id"])
         solves = [a for a in record["actions"] if a["kind"] == SOLVE]
         assert task.grade(problem, solves[-1]["text"]) and solves[-1]["mask"] == 1
+        assert record["solution"] == solves[-1]["text"]  # no correction read off a check by default
         assert all(a["mask"] == 0 and not a["correct"] for a in solves[:-1])
         assert 1 <= record["difficulty"] <= 5
 
@@ -105,3 +106,45 @@ def test_with_reference_routes_a_caught_error_is_retried_by_another_route_pi0_le
         assert len(solves) == 2 and task.grade(problem, solves[-1])
         assert task.solution_route(problem, solves[0]) == "direct"
         assert task.solution_route(problem, solves[1]) in routes[1:]
+
+
+@pytest.mark.parametrize("verification", ["confirmative", "problem_solving"])
+def test_with_correct_from_check_a_confirmative_rejection_is_followed_by_a_correction(verification):
+    """A caught error's retry is read off a confirmative check (the rejected answer less the check's
+    difference), and the record keeps a right solution standing alone; after a problem-solving check
+    the retry solves again. False rejections are shown by problem-solving checks only."""
+    source = data.BuiltinSource(8, seed=0)
+    rng = np.random.default_rng(0)
+    samples = [[task.solution_text(task.solution_steps(p))] * (4 if i % 2 else 1)
+               + [task.slipped_solution(p, rng)[0] for _ in range(0 if i % 2 else 3)]
+               for i, p in enumerate(source.problems)]  # odd: all right (one round); even: 1 of 4 (two rounds)
+    settings = data_config.get_config().data
+    settings.update(verification=verification, false_rejections=1.0, retry_route="any", correct_from_check=True)
+    records, summary = data.construct(source, source.grade(list(range(8)), samples), settings,
+                                      np.random.default_rng(0), np.random.default_rng(1))
+    confirmative = verification == "confirmative"
+    assert summary["corrections"] == (4 if confirmative else 0)
+    assert summary["false_rejections"] == (0 if confirmative else 4)
+    for i, (problem, record) in enumerate(zip(source.problems, records)):
+        solves = [a["text"] for a in record["actions"] if a["kind"] == SOLVE]
+        assert task.grade(problem, solves[-1])
+        assert record["solution"] == task.solution_text(task.solution_steps(problem))
+        if i % 2:
+            assert len(solves) == (1 if confirmative else 2)
+            continue
+        rejected = task.final_answer(solves[0])
+        check = record["actions"][1]["text"]
+        if confirmative:
+            assert solves[-1].strip() == task.correction(problem, rejected, task.check_difference(check))
+        else:
+            assert solves[-1] == record["solution"]
+
+
+def test_correct_from_check_with_a_questions_file_is_one_clear_line(tmp_path):
+    from sv_jax.errors import UserError
+
+    config = data_config.get_config()
+    config.workdir = str(tmp_path)
+    config.data.update(questions=str(tmp_path / "q.jsonl"), correct_from_check=True)
+    with pytest.raises(UserError, match="data.correct_from_check"):
+        data.run(config)

@@ -97,8 +97,13 @@ def test_one_round_share_adds_the_last_round_of_multi_round_trajectories_for_s2r
 
     assert pairs(0.0) == [one_round, two_rounds, two_rounds]
     assert pairs(1.0) == [one_round, two_rounds, two_rounds, one_round, one_round]
-    assert pairs(1.0, baseline="correct_only") == [one_round, two_rounds, two_rounds]
+    assert pairs(1.0, baseline="correct_only") == [one_round, one_round, one_round]
     assert 440 < len(pairs(0.5, records=[{"actions": two_rounds}] * 1000)) - 1000 < 560
+    # a trajectory ending on a correction read off a check: its last round alone takes the solution
+    corrected = [{"actions": two_rounds, "solution": "s"}]
+    standalone = [{"kind": "solve", "text": "s", "mask": 1}, one_round[1]]
+    assert pairs(1.0, records=corrected) == [two_rounds, standalone]
+    assert pairs(0.0, baseline="correct_only", records=corrected) == [standalone]
 
 
 def test_rows_shrink_to_the_longest_example_and_keep_the_tokens_a_step():

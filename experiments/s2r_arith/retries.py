@@ -25,7 +25,9 @@ the right answer after a false one (a slipped check points elsewhere).
 The evaluation's fix and repeat rates count every retry after a true catch, later rounds too. The
 task has three routes (a π₀ may learn two), so once the attempts before a retry have taken every
 one, the retry can only rerun one of them; the route table splits those retries by the routes
-already taken (one, or several) and the retry's own (one of those, or not).
+already taken (one, or several) and the retry's own (one of those, or not). The last table splits
+every retry after a rejection by whether it reads its answer off the rejecting check, as
+`data.correct_from_check` teaches.
 """
 
 from __future__ import annotations
@@ -223,6 +225,53 @@ def describe_routes(counts: Counter) -> str:
     return "\n".join(rows)
 
 
+def reads_off_check(problem: arithmetic.Problem, rejected: str | None, check: str, retry: str) -> bool:
+    """Whether `retry` opens as the correction read off `check` would (`data.correct_from_check`):
+    with the rejected answer moved by the check's difference (divided by k first in family 2)."""
+    difference = arithmetic.check_difference(check)
+    if rejected is None or not difference:
+        return False
+    opening = arithmetic.correction(problem, int(rejected), difference).split(" = ")[0]
+    return retry.strip().split(" = ")[0] == opening
+
+
+def by_reading(paths: list[Path]) -> Counter:
+    """Over every retry after a rejection (true catch or false), by whether it reads its answer off the
+    check that rejected: how many, right, repeating a rejected answer, and (false rejections) how many
+    responses end wrong."""
+    counts: Counter = Counter()
+    for record in records(paths):
+        problem = arithmetic.problem_of(record["id"])
+        actions = parse(record["response"], builtin.CUES)
+        attempts = record["attempts"]
+        rejected = set()
+        for index, attempt in enumerate(attempts[:-1]):
+            if attempt["verdict"] is not False or 2 * index + 2 >= len(actions):
+                continue
+            rejected.add(attempt["answer"])
+            retry = attempts[index + 1]
+            key = ("false" if attempt["correct"] else "true",
+                   "read" if reads_off_check(problem, attempt["answer"], actions[2 * index + 1].text,
+                                             actions[2 * index + 2].text) else "afresh")
+            counts[(*key, "retries")] += 1
+            counts[(*key, "right")] += bool(retry["correct"])
+            counts[(*key, "repeats")] += retry["answer"] is not None and retry["answer"] in rejected
+            counts[(*key, "ends wrong")] += not attempts[-1]["correct"]
+    return counts
+
+
+def describe_reading(counts: Counter) -> str:
+    rows = ["  retries after a rejection (true / false), read off the check or solved afresh: retries, right, "
+            "repeats, whose response ends wrong"]
+    for kind in ("true", "false"):
+        for how in ("read", "afresh"):
+            n, right, repeats_, wrong = (counts[kind, how, figure] for figure in ("retries", "right", "repeats",
+                                                                                 "ends wrong"))
+            rows.append(f"    {kind:5s} {how:6s} {n:4d}  {right:4d} ({right / max(n, 1):.0%})  "
+                        f"{repeats_:4d} ({repeats_ / max(n, 1):.0%})  {wrong:4d}")
+    return "\n".join(rows)
+
+
 def describe(c: dict[str, int]) -> str:
     share = lambda part, whole: f"{c[part]} / {c[whole]} ({c[part] / max(c[whole], 1):.0%})"  # noqa: E731
     rejected = c["true_catches"] + c["false_rejections"]
@@ -246,6 +295,7 @@ def main() -> None:
     print(describe_checks(by_check(args.records)))
     print(describe_pointed(by_pointed_answer(args.records)))
     print(describe_routes(by_routes_tried(args.records)))
+    print(describe_reading(by_reading(args.records)))
     if args.against:
         print(paired(args.records, args.against))
 

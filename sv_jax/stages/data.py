@@ -31,7 +31,7 @@ from sv_jax.tasks import arithmetic as task
 from sv_jax.tasks import builtin, fill, response_format
 from sv_jax.tasks.grading import grade_rows
 from sv_jax.tasks.questions import Question, read_questions
-from sv_jax.trajectory import VERIFY, Cues, build, parse, verdict
+from sv_jax.trajectory import SOLVE, VERIFY, Action, Cues, build, parse, verdict
 
 VerifyRequest = tuple[int, Attempt, str, bool]  # (question index, attempt, style, the verdict wanted)
 RETRY_ROUTES = ("other", "any")  # data.retry_route: a retry after a rejection takes another route, or any
@@ -76,6 +76,9 @@ def run(config: ml_collections.ConfigDict) -> None:
     settings = config.data
     if not 0 <= settings.false_rejections <= 1:
         raise UserError(f"config key 'data.false_rejections' ({settings.false_rejections}) must be between 0 and 1")
+    if settings.correct_from_check and settings.questions:
+        raise UserError("config key 'data.correct_from_check' needs the built-in task: a questions file's checks "
+                        "carry no difference its source can read a retry off")
     if settings.retry_route not in RETRY_ROUTES:
         raise UserError(f"config key 'data.retry_route' ({settings.retry_route!r}) must be one of "
                         f"{', '.join(RETRY_ROUTES)}")
@@ -138,9 +141,12 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
                      for a in candidates(pool, source.right_per_question, route_of(index))]
     for index, (pool, (_, level)) in enumerate(zip(pools, levels)):
         if settings.rounds[level - 1] == 1 and rejections_rng.random() < settings.false_rejections:
-            requests += [(index, a, choose_style(settings.verification, rejections_rng, settings.confirmative_share),
-                          False) for a in candidates(pool, source.right_per_question, route_of(index))
-                         if a.correct]
+            for attempt in candidates(pool, source.right_per_question, route_of(index)):
+                if attempt.correct:
+                    style = choose_style(settings.verification, rejections_rng, settings.confirmative_share)
+                    # a correction read off a confirmative false rejection would teach a wrong answer
+                    if not (settings.correct_from_check and style == "confirmative"):
+                        requests.append((index, attempt, style, False))
     verified = source.verify(requests)
     kept: list[dict[Attempt, str]] = [{} for _ in pools]
     rejecting: list[dict[str, str]] = [{} for _ in pools]  # attempt text → a check that wrongly rejects it
@@ -150,7 +156,7 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
         elif text is not None:
             rejecting[index][attempt.text] = text
 
-    records, skipped = [], Counter()
+    records, skipped, corrections = [], Counter(), 0
     for index, (question, (accuracy, level), pool, verifications, false_checks) in enumerate(
             zip(source.questions, levels, pools, kept, rejecting)):
         routes = route_of(index)
@@ -158,18 +164,25 @@ def construct(source: Source, attempts: list[list[Attempt]], settings: ml_collec
         if actions is None:
             skipped["no right attempt" if not any(a.correct for a in pool) else "no kept verification of a right attempt"] += 1
             continue
+        solution = actions[-2].text  # the right attempt standing alone, before any correction
+        if settings.correct_from_check and len(actions) > 2:
+            retry = source.correction(index, actions[-4].text, actions[-3].text)
+            if retry is not None:
+                actions[-2] = Action(SOLVE, retry, correct=True, mask=1)
+                corrections += 1
         if actions[0].text in false_checks:  # asked for one-round levels only
             retry = None if routes is None else _retry_by_another_route(actions[0].text, verifications, routes)
             if routes is None or retry is not None:
                 actions = with_false_rejection(actions, false_checks[actions[0].text], retry)
         records.append({
             "id": question.id, "question": question.question, "answer": question.answer,
-            "difficulty": level, "accuracy": accuracy,
+            "difficulty": level, "accuracy": accuracy, "solution": solution,
             "actions": [{"kind": a.kind, "text": a.text, "correct": a.correct, "mask": a.mask} for a in actions],
             "text": build(actions, source.cues)[0],
         })
     summary = summarize(records, source.cues, len(source.questions), settings.k, attempts, skipped)
     summary["verification_keep_rate"] = sum(t is not None for t in verified) / max(len(verified), 1)
+    summary["corrections"] = corrections
     return records, summary
 
 
@@ -242,6 +255,14 @@ class BuiltinSource:
 
     def route(self, question: int, attempt: Attempt) -> str:
         return task.solution_route(self.problems[question], attempt.text)
+
+    def correction(self, question: int, rejected: str, check: str) -> str | None:
+        """A retry read off `check`, which rejected the attempt `rejected`, where it is confirmative
+        (`data.correct_from_check`); None after a problem-solving check."""
+        problem, proposed = self.problems[question], task.final_answer(rejected)
+        if task.written_style(problem, proposed, check) != "confirmative":
+            return None
+        return " " + task.correction(problem, proposed, task.check_difference(check))
 
     def references(self, question: int) -> list[Attempt]:
         problem = self.problems[question]

@@ -107,16 +107,26 @@ def run(config: ml_collections.ConfigDict) -> None:
 
 def training_actions(records: list[dict], settings: ml_collections.ConfigDict,
                      seed: int) -> list[tuple[dict, list[dict]]]:
-    """Each record with its actions, and for a `one_round_share` of the multi-round records (S²R
-    only) their last round once more on its own: the right attempt first, then its confirming check.
+    """Each record with its actions (correct-only SFT: its last round, of which it learns the right
+    attempt alone), and for a `one_round_share` of the multi-round records (S²R only) their last round
+    once more on its own: the right attempt first, then its confirming check.
 
     A multi-round trajectory trains its right attempt only after a retry cue, so without these the
     first attempt learns from the easy questions alone, where correct-only SFT learns it from all."""
+    if settings.baseline:
+        return [(r, last_round(r)) for r in records]
     pairs = [(r, r["actions"]) for r in records]
-    if settings.baseline or not settings.one_round_share:
+    if not settings.one_round_share:
         return pairs
     chosen = np.random.default_rng(seed).random(len(records)) < settings.one_round_share
-    return pairs + [(r, r["actions"][-2:]) for r, take in zip(records, chosen) if take and len(r["actions"]) > 2]
+    return pairs + [(r, last_round(r)) for r, take in zip(records, chosen) if take and len(r["actions"]) > 2]
+
+
+def last_round(record: dict) -> list[dict]:
+    """The record's right attempt standing alone (its `solution` where the trajectory ends on a
+    correction read off a check, which means nothing without the rejected attempt) and its check."""
+    attempt = {**record["actions"][-2], "text": record.get("solution", record["actions"][-2]["text"])}
+    return [attempt, record["actions"][-1]]
 
 
 def row_shape(examples: list[Example], settings: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -186,6 +196,8 @@ def _checked(record: dict, where: str) -> dict:
             raise UserError(f"{where}: action {i} must be a {(SOLVE, VERIFY)[i % 2]} action")
         if not isinstance(action.get("text"), str) or action.get("mask") not in (0, 1):
             raise UserError(f"{where}: action {i} needs a string 'text' and a 'mask' of 0 or 1")
+    if not isinstance(record.get("solution", ""), str):
+        raise UserError(f"{where}: 'solution' must be a string")
     if not actions[-2].get("correct"):
         raise UserError(f"{where}: the last attempt is not marked correct")
     return record

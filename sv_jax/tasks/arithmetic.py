@@ -363,6 +363,26 @@ def slipped_verification(problem: Problem, proposed: int, style: str, rng: np.ra
     return _check_text(steps, reached, target)
 
 
+def check_difference(check: str) -> int | None:
+    """The difference a written check ends on (`83 - 76 = 7 . So the answer is wrong .` → 7); None
+    when it has no worked step."""
+    found = re.findall(r"= (-?\d+) \.", check)
+    return int(found[-1]) if found else None
+
+
+def correction(problem: Problem, proposed: int, difference: int) -> str:
+    """A retry read off a confirmative check that rejected `proposed` with `difference`: in every
+    family that difference is the attempt's error (times k in family 2, whose check multiplies the
+    answer by k), so `proposed` less it satisfies the conditions the check substituted it into. A
+    rejection puts the right number one step away; a retry that solved afresh repeated the rejected
+    answer 44-62 % of the time (experiments/RESULTS.md)."""
+    sheet, size = _Worksheet(), abs(difference)
+    if problem.family == 2:
+        size = sheet(size, "/", problem.numbers[1])
+    sheet(proposed, "-" if difference > 0 else "+", size)
+    return solution_text(sheet.steps)
+
+
 def _check_text(steps: list[Step], reached: int, target: int) -> str:
     """The worked steps, the comparison of the two numbers they reached, and its verdict."""
     body = " ".join(s.text() for s in steps + [comparison(reached, target)])
