@@ -237,8 +237,8 @@ def reads_off_check(problem: arithmetic.Problem, rejected: str | None, check: st
 
 def by_reading(paths: list[Path]) -> Counter:
     """Over every retry after a rejection (true catch or false), by whether it reads its answer off the
-    check that rejected: how many, right, repeating a rejected answer, and (false rejections) how many
-    responses end wrong."""
+    check that rejected: how many, right, repeating a rejected answer, and how many stand in a response
+    that ends wrong (counted per retry: a response with two such retries counts twice)."""
     counts: Counter = Counter()
     for record in records(paths):
         problem = arithmetic.problem_of(record["id"])
